@@ -1,0 +1,92 @@
+"""The `kr` command line: thin click commands over the library, loaded lazily so `kr` starts fast."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import KrError
+
+# name → ("module:attribute", example). Each module imports only click at the top; the library
+# loads when a command runs, so `kr --help` stays fast.
+COMMANDS = {
+    "presets": ("kohya_runner.cli.presets:presets", "kr presets explain marker optimizer.lr=2e-4"),
+    "render": ("kohya_runner.cli.render:render", "kr render marker --dataset ./imgs --base sdxl.safetensors -o ./out"),
+}
+
+EPILOG = """\b
+Exit codes: 0 ok, 1 the run or check failed, 2 bad input.
+Workspace: --home or KR_HOME (default ~/.local/share/kohya-runner).
+Every command has --help with more examples."""
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attribute = target[0].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            rows.append((name, command.get_short_help_str(limit=70)))
+            rows.append(("", f"e.g. {COMMANDS[name][1]}"))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows, col_spacing=3)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            import difflib
+
+            close = difflib.get_close_matches(args[0], COMMANDS, n=1) if args else []
+            if close:
+                raise click.UsageError(f"{e.message} Did you mean '{close[0]}'?", ctx) from None
+            raise
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="kr")
+@click.option("--home", envvar="KR_HOME", type=click.Path(file_okay=False), help="Workspace folder (env KR_HOME).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
+    """kr: reproducible, offline LoRA training runs on top of kohya-ss/sd-scripts."""
+    ctx.obj = {"home": home, "debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="kr", standalone_mode=False)
+    except KrError as e:
+        if debug:
+            raise
+        click.echo(f"Error: {e.message}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # `kr runs ls | head`: the reader went away; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

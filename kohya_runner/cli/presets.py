@@ -1,0 +1,128 @@
+"""`kr presets ls | show | cp | explain | validate`."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, home, print_json
+
+EXAMPLES = """\b
+Examples:
+  kr presets ls
+  kr presets show marker
+  kr presets cp marker my-marker          copy into your presets folder, then edit it
+  kr presets explain marker network.dim=32 --changed
+  kr presets validate ./my-marker.toml"""
+
+
+@click.group(epilog=EXAMPLES)
+def presets() -> None:
+    """List, show, copy, explain and validate presets."""
+
+
+@presets.command("ls", epilog="Example:\n\n  kr presets ls --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ls(ctx: click.Context, as_json: bool) -> None:
+    """List built-in and user presets."""
+    from .. import preset
+
+    found = preset.available(home(ctx))
+    if as_json:
+        print_json([{"name": p.name, "origin": p.origin, "path": str(p.path), **p.header} for p in found])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "origin", "extends", "vram", "dataset", "description"):
+        table.add_column(column)
+    for p in found:
+        h = p.header
+        table.add_row(p.name, p.origin, h.get("extends", ""), h.get("vram", ""), h.get("dataset_size", ""),
+                      h.get("description", ""))
+    console().print(table)
+
+
+@presets.command("show", epilog="Example:\n\n  kr presets show marker")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (header and body).")
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Print a preset file (what it sets; `explain` shows the resolved result)."""
+    from .. import preset
+
+    chain = preset.load_chain(name, home(ctx))
+    target = chain[-1]
+    if as_json:
+        print_json({"name": target.name, "origin": target.origin, "path": str(target.path),
+                    "extends": [p.name for p in chain[:-1]], "header": target.header, "body": target.body})
+        return
+    lineage = " → ".join(p.name for p in chain)
+    click.echo(f"# {target.path}  ({target.origin}; {lineage})")
+    click.echo(target.path.read_text(encoding="utf-8"), nl=False)
+
+
+@presets.command("cp", epilog="Examples:\n\n  kr presets cp marker my-marker\n\n  kr presets cp zine ./client-zine.toml")
+@click.argument("name")
+@click.argument("dest")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.pass_context
+def cp(ctx: click.Context, name: str, dest: str, force: bool) -> None:
+    """Copy a preset to DEST: a bare name goes to your presets folder, a path is used as given."""
+    from .. import preset
+
+    written = preset.copy_preset(name, dest, home(ctx), force=force)
+    click.echo(f"copied {name} → {written}")
+
+
+@presets.command("explain", epilog="Example:\n\n  kr presets explain marker optimizer.type=Prodigy optimizer.lr=1.0")
+@click.argument("name")
+@click.argument("overrides", nargs=-1)
+@click.option("--changed", is_flag=True, help="Only values that differ from kr's built-in defaults.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: bool, as_json: bool) -> None:
+    """Show every resolved value and the layer that set it (default, preset, override)."""
+    from .. import preset
+
+    resolved = preset.resolve(name, home(ctx), list(overrides))
+    rows = [r for r in preset.explain(resolved) if not changed or r.source != preset.DEFAULT_LAYER]
+    if as_json:
+        print_json({"preset": resolved.preset.name, "chain": [p.label for p in resolved.chain],
+                    "spec_hash": resolved.spec.hash(),
+                    "values": [{"key": r.key, "value": r.value, "source": r.source} for r in rows]})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("key", "value", "set by"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r.key, _show(r.value), r.source)
+    out = console()
+    out.print(f"preset {resolved.preset.name}: " + " → ".join(p.label for p in resolved.chain))
+    out.print(table)
+
+
+@presets.command("validate", epilog="Example:\n\n  kr presets validate ./my-marker.toml")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def validate(ctx: click.Context, file: str, as_json: bool) -> None:
+    """Check a preset file and what it extends: keys, types, ranges and cross-field rules."""
+    from pathlib import Path
+
+    from .. import preset
+
+    resolved = preset.validate_file(Path(file), home(ctx))
+    if as_json:
+        print_json({"ok": True, "file": file, "chain": [p.label for p in resolved.chain],
+                    "spec_hash": resolved.spec.hash()})
+        return
+    click.echo(f"{file}: ok ({' → '.join(p.name for p in resolved.chain)}, spec {resolved.spec.hash()})")
+
+
+def _show(value) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,349 @@
+"""Spec → sd-scripts files: config.toml (--config_file), dataset.toml (--dataset_config) and
+sample_prompts.txt, through the jinja2 templates in templates/.
+
+Right by construction, then checked: every training key against the pinned option manifest, the
+dataset TOML against sd-scripts' schema, and every file parsed back with `toml` (the parser
+sd-scripts uses, with its quirks) and tomllib to exactly the intended values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+from . import __version__, atomic, contract, workspace
+from ._toml import loads_strict
+from .errors import BadInput, Failed
+from .resources import data_dir
+from .spec import Problem, Spec, SpecError
+
+CONFIG_FILE = "config.toml"
+DATASET_FILE = "dataset.toml"
+PROMPTS_FILE = "sample_prompts.txt"
+SPEC_FILE = "spec.json"
+RENDERED_FILES = (CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE)
+
+
+@dataclass
+class Rendered:
+    out_dir: Path
+    paths: contract.RenderPaths
+    args: contract.TrainingArgs
+    command: list[str]
+    files: list[Path]
+
+    def command_line(self) -> str:
+        return " ".join(shlex.quote(part) for part in self.command)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "files": [str(f) for f in self.files],
+            "command": self.command,
+            "output_dir": str(self.paths.output_dir),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# TOML values that sd-scripts' parser (toml 0.10.2) reads back exactly.
+#
+# toml 0.10.2 mis-reads some valid TOML: a string whose text starts with two quotes, commas inside
+# strings in arrays, and '\u005C' escapes (it unescapes twice). So each string is written in the
+# first of a few equivalent spellings that both `toml` and tomllib read back to the same text;
+# one that no spelling survives is refused rather than silently changed.
+
+_ESCAPE_ALWAYS = {0x7F, 0x85, 0x2028, 0x2029, 0xFEFF}
+
+
+def _basic(text: str, escape: str = "") -> str:
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch in escape or code < 0x20 or 0x80 <= code <= 0x9F or code in _ESCAPE_ALWAYS:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _literal(text: str) -> Optional[str]:
+    if "'" in text or any(ord(ch) < 0x20 or ord(ch) in _ESCAPE_ALWAYS for ch in text):
+        return None
+    return "'" + text + "'"
+
+
+_SPELLINGS = (
+    lambda s: _basic(s),
+    _literal,
+    lambda s: _basic(s, escape=",[]#{}='"),
+)
+
+
+class Unrepresentable(ValueError):
+    pass
+
+
+def _reads_back(line: str, expected: Any) -> bool:
+    import toml
+
+    try:
+        return toml.loads(line) == {"v": expected} and loads_strict(line) == {"v": expected}
+    except Exception:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def _string(text: str) -> str:
+    for spell in _SPELLINGS:
+        encoded = spell(text)
+        if encoded is not None and _reads_back(f"v = {encoded}\n", text):
+            return encoded
+    raise Unrepresentable(text)
+
+
+def _string_array(items: tuple[str, ...]) -> str:
+    for spell in _SPELLINGS:
+        encoded = [spell(item) for item in items]
+        if None not in encoded:
+            line = "[" + ", ".join(encoded) + "]"  # type: ignore[arg-type]
+            if _reads_back(f"v = {line}\n", list(items)):
+                return line
+    raise Unrepresentable(repr(list(items)))
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Unrepresentable(repr(value))
+        text = repr(value)
+        # A decimal point or exponent keeps it a float for every reader (§2.1).
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value) and value:
+            return _string_array(tuple(value))
+        kinds = {type(v) for v in value}
+        if len(kinds) > 1:
+            raise Unrepresentable(f"mixed-type array {value!r}")  # toml 0.10.2 rejects them
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise Unrepresentable(f"{type(value).__name__} value {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and paths.
+
+
+def resolve_base(spec: Spec, home: Path) -> str:
+    base = spec.model.base
+    if base is None:
+        raise BadInput("no base model given. Fix: pass --base /path/to/model.safetensors "
+                       "(or model.base=… ; `--base tiny` uses kr's built-in tiny model)")
+    if base == "tiny":
+        tiny = workspace.tiny_base_dir(home, spec.model.family)
+        if not (tiny / "model_index.json").is_file():
+            raise BadInput(f"the built-in tiny {spec.model.family} base is not built yet ({tiny}). "
+                           "Fix: run `kr base tiny` (or `kr demo`, which builds it)")
+        return str(tiny)
+    path = Path(base).expanduser()
+    if not path.exists():
+        if contract.looks_like_hub_id(base):
+            raise BadInput(f"model.base {base!r} looks like a Hugging Face Hub id; kr never downloads. "
+                           "Fix: pass the path of a local .safetensors file or Diffusers folder")
+        raise BadInput(f"base model not found: {path}. Fix: pass --base with the path of an existing "
+                       ".safetensors/.ckpt file or a Diffusers folder")
+    if path.is_dir() and not (path / "model_index.json").is_file():
+        raise BadInput(f"base model folder {path} has no model_index.json, so it is not a Diffusers model. "
+                       "Fix: pass the .safetensors file itself, or the Diffusers folder")
+    # Real path: SDXL resolves a symlink with one readlink, relative to the CWD (§6.1).
+    return str(path.resolve())
+
+
+def resolve_dataset_dir(spec: Spec) -> Path:
+    if spec.dataset.dir is None:
+        raise BadInput("no dataset folder given. Fix: pass --dataset /path/to/images (or dataset.dir=…)")
+    path = Path(spec.dataset.dir).expanduser()
+    if not path.exists():
+        raise BadInput(f"dataset folder not found: {path}. Fix: pass --dataset with the folder that holds "
+                       "the images and their caption files")
+    if not path.is_dir():
+        raise BadInput(f"dataset path is not a folder: {path}. Fix: pass the folder that holds the images, "
+                       "not a single file")
+    return path.resolve()
+
+
+def _optional_file(value: Optional[str], field: str) -> Optional[str]:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        if contract.looks_like_hub_id(value):
+            raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path")
+        raise BadInput(f"{field} not found: {path}. Fix: give the path of an existing file")
+    return str(path.resolve())
+
+
+def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Optional[Path] = None,
+                 run_id: Optional[str] = None, log_prefix: Optional[str] = None) -> contract.RenderPaths:
+    out_dir = out_dir.resolve()
+    tokenizers = Path(spec.model.tokenizer_cache_dir).expanduser().resolve() if spec.model.tokenizer_cache_dir \
+        else workspace.tokenizers_dir(home)
+    return contract.RenderPaths(
+        config_file=out_dir / CONFIG_FILE,
+        dataset_config=out_dir / DATASET_FILE,
+        sample_prompts=out_dir / PROMPTS_FILE,
+        output_dir=out_dir / "output",
+        logging_dir=out_dir / "logs",
+        tokenizer_cache_dir=tokenizers,
+        image_dir=image_dir or resolve_dataset_dir(spec),
+        base=resolve_base(spec, home),
+        vae=_optional_file(spec.model.vae, "model.vae"),
+        network_weights=_optional_file(spec.network.weights, "network.weights"),
+        log_prefix=log_prefix or f"{run_id or 'kr'}_",
+        run_id=run_id,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks against the contract.
+
+
+def check_args(spec: Spec, args: contract.TrainingArgs) -> None:
+    script = contract.script_for(spec.model.family)
+    problems = []
+    spec_keys = args.owned
+    for entry in args.entries:
+        if entry.source.startswith("sd_scripts."):
+            problem = _raw_option_problem(entry, spec_keys)
+            if problem:
+                problems.append(problem)
+                continue
+        reason = contract.check_option(script, entry.key, entry.value)
+        if reason:
+            problems.append(Problem(entry.source, entry.value, f"sd-scripts option {entry.key} {reason}"))
+    if problems:
+        raise SpecError(problems, "the rendered training options")
+
+
+def _raw_option_problem(entry: contract.Entry, spec_keys: dict[str, str]) -> Optional[Problem]:
+    reason = contract.refusal(entry.key, entry.value)
+    if reason:
+        return Problem(entry.source, entry.value, f"is refused: {reason}", "remove it")
+    if entry.key in spec_keys and spec_keys[entry.key] != "kr":
+        return Problem(entry.source, entry.value, f"{entry.key} is a spec field",
+                       f"set {spec_keys[entry.key]} instead")
+    if entry.key in contract.MANAGED_BY_KR or entry.key in spec_keys:
+        return Problem(entry.source, entry.value, "kr sets this option itself", "remove it")
+    if entry.key not in contract.manifest("sdxl_train_network") and not entry.key.startswith("metadata_"):
+        import difflib
+
+        close = difflib.get_close_matches(entry.key, list(contract.manifest("sdxl_train_network")), n=1)
+        fix = f"did you mean sd_scripts.{close[0]}?" if close else "see vendor/sd-scripts-args.json for every option"
+        return Problem(entry.source, entry.value,
+                       f"is not an sd-scripts option at {contract.pinned_commit()[:7]} (sd-scripts would ignore it silently)", fix)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing.
+
+
+@lru_cache(maxsize=1)
+def _templates():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["toml"] = toml_value
+    return env
+
+
+def _render_template(name: str, **context: Any) -> str:
+    return _templates().get_template(name).render(kr_version=__version__, commit=contract.pinned_commit()[:7], **context)
+
+
+def render_texts(spec: Spec, paths: contract.RenderPaths) -> tuple[contract.TrainingArgs, dict[str, str]]:
+    """The file contents, checked; nothing is written."""
+    args = contract.training_args(spec, paths)
+    check_args(spec, args)
+    dataset_doc = contract.dataset_config(spec, paths)
+    prompt_lines = contract.sample_prompt_lines(spec)
+    try:
+        texts = {
+            CONFIG_FILE: _render_template("config.toml.j2", script=contract.script_for(spec.model.family),
+                                          sections=args.sections()),
+            DATASET_FILE: _render_template("dataset.toml.j2", doc=dataset_doc),
+            PROMPTS_FILE: _render_template("sample_prompts.txt.j2", lines=prompt_lines),
+            SPEC_FILE: json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        }
+    except Unrepresentable as e:
+        raise BadInput(f"a value cannot be written so that sd-scripts' TOML reader (toml 0.10.2) reads it back "
+                       f"unchanged: {e}. Fix: change that text (e.g. do not start it with two quote characters)") from None
+    verify_texts(texts, args.as_dict(), dataset_doc, prompt_lines)
+    return args, texts
+
+
+def verify_texts(texts: dict[str, str], expected_args: dict[str, Any], dataset_doc: dict[str, Any],
+                 prompt_lines: list[str]) -> None:
+    """Parse the files back the way sd-scripts will, and with tomllib; both must give exactly the intent."""
+    import toml
+
+    flat: dict[str, Any] = {}
+    for table in toml.loads(texts[CONFIG_FILE]).values():
+        flat.update(table)  # sd-scripts flattens sections one level (§2.1)
+    strict_flat: dict[str, Any] = {}
+    for table in loads_strict(texts[CONFIG_FILE]).values():
+        strict_flat.update(table)
+    if flat != expected_args or strict_flat != expected_args:
+        raise Failed("internal error: config.toml does not parse back to the intended options; please report it")
+    if toml.loads(texts[DATASET_FILE]) != dataset_doc or loads_strict(texts[DATASET_FILE]) != dataset_doc:
+        raise Failed("internal error: dataset.toml does not parse back to the intended dataset; please report it")
+    schema_problems = contract.check_dataset_config(dataset_doc)
+    if schema_problems:
+        raise Failed("internal error: dataset.toml breaks sd-scripts' schema: " + "; ".join(schema_problems))
+    read_lines = [l.strip() for l in texts[PROMPTS_FILE].splitlines(keepends=True) if l.strip() and l[0] != "#"]
+    if [l.strip() for l in prompt_lines] != read_lines:
+        raise Failed("internal error: sample_prompts.txt does not read back line for line; please report it")
+
+
+def write_files(out_dir: Path, texts: dict[str, str], *, force: bool = False) -> list[Path]:
+    """Each file written atomically; existing kr files are never replaced unless force."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    existing = [name for name in texts if (out_dir / name).exists()]
+    if existing and not force:
+        raise BadInput(f"{out_dir} already holds {', '.join(existing)}; kr does not overwrite. "
+                       "Fix: choose another -o folder, or pass --force to replace them")
+    written = []
+    for name, text in texts.items():
+        written.append(atomic.write_text(out_dir / name, text))
+    return written
+
+
+def render(spec: Spec, out_dir: Path, home: Path, *, force: bool = False, image_dir: Optional[Path] = None,
+           run_id: Optional[str] = None, log_prefix: Optional[str] = None) -> Rendered:
+    from .trainers import sdscripts
+
+    paths = render_paths(spec, out_dir, home, image_dir=image_dir, run_id=run_id, log_prefix=log_prefix)
+    args, texts = render_texts(spec, paths)
+    files = write_files(out_dir.resolve(), texts, force=force)
+    checkout = sdscripts.find_checkout(home)
+    command = sdscripts.single_gpu_command(spec.model.family, paths.config_file, checkout,
+                                           sdscripts.find_python(home, checkout))
+    return Rendered(out_dir.resolve(), paths, args, command, files)

@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated workspace, and `kr` driven both in-process (CliRunner) and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kohya_runner.cli import cli
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "kr-home"
+    monkeypatch.setenv("KR_HOME", str(root))
+    monkeypatch.delenv("KR_SD_SCRIPTS", raising=False)
+    monkeypatch.delenv("KR_SD_PYTHON", raising=False)
+    return root
+
+
+@pytest.fixture
+def dataset_dir(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def base_file(tmp_path) -> Path:
+    path = tmp_path / "base.safetensors"
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    return path
+
+
+class Kr:
+    """`kr` in-process through click's CliRunner; errors come back as exit codes and text, like a user sees them."""
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    def __call__(self, *args: str, ok: bool | None = None):
+        from kohya_runner.cli import main
+
+        runner = CliRunner()
+        result = runner.invoke(_Main(), [str(a) for a in args], catch_exceptions=False, env={"KR_HOME": str(self.home)})
+        if ok is True:
+            assert result.exit_code == 0, result.output
+        return result
+
+    def json(self, *args: str):
+        result = self(*args, "--json", ok=True)
+        return json.loads(result.stdout)
+
+
+class _Main:
+    """Adapter so CliRunner calls kr's main() (which turns KrError into exit codes), not the bare group."""
+
+    name = "kr"
+
+    def main(self, args=None, prog_name=None, **extra):
+        from kohya_runner.cli import main
+
+        main(list(args or []))
+        raise SystemExit(0)
+
+
+@pytest.fixture
+def kr(home) -> Kr:
+    return Kr(home)
+
+
+def run_kr(*args: str, env: dict | None = None, timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """`kr` as a real subprocess of this interpreter."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kohya_runner", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)

@@ -1,0 +1,71 @@
+"""The `kr` command line as users meet it: help, version, exit codes, clean errors (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_kr
+
+from kohya_runner.cli import COMMANDS
+
+
+def test_help_lists_every_command_with_an_example(home):
+    result = run_kr("--help")
+    assert result.returncode == 0
+    for name, (_, example) in COMMANDS.items():
+        assert f"\n  {name} " in result.stdout, name
+        assert example.split()[1] == name
+        assert f"e.g. {example[:30]}" in result.stdout.replace("\n            ", " ")
+
+
+def test_every_command_has_help_with_an_example(home):
+    for name in COMMANDS:
+        result = run_kr(name, "--help")
+        assert result.returncode == 0 and "Example" in result.stdout, name
+
+
+def test_version(home):
+    result = run_kr("--version")
+    assert result.returncode == 0 and result.stdout.startswith("kr, version ")
+
+
+def test_unknown_command_suggests(home):
+    result = run_kr("rendr")
+    assert result.returncode == 2 and "Did you mean 'render'" in result.stderr
+
+
+def test_bad_input_is_one_paragraph_exit_2_no_traceback(home, tmp_path, base_file, dataset_dir):
+    cases = [
+        ("render", "markr", "--dataset", dataset_dir, "--base", base_file),
+        ("render", "marker", "--dataset", tmp_path / "none", "--base", base_file),
+        ("render", "marker", "--dataset", dataset_dir, "--base", tmp_path / "none.safetensors"),
+        ("render", "marker", "--dataset", dataset_dir, "--base", base_file, "network.dim=huge"),
+        ("render", "marker", "--dataset", dataset_dir, "--base", base_file, "optimizer.type=Prodigy"),
+        ("presets", "show", "nothing"),
+        ("presets", "explain", "marker", "nokey=1"),
+    ]
+    for args in cases:
+        result = run_kr(*args, "-o", tmp_path / "out") if args[0] == "render" else run_kr(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("Error: "), result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert "Fix" in result.stderr or "Did you mean" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_end_to_end(home, tmp_path, base_file, dataset_dir):
+    out = tmp_path / "marker-run"
+    result = run_kr("render", "marker-preset", "--dataset", dataset_dir, "--base", base_file, "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["preset"] == "marker"
+    assert data["command"][-2:] == ["--config_file", str(out / "config.toml")]
+    assert data["command"][1].endswith("sdxl_train_network.py")
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "dataset.toml", "sample_prompts.txt", "spec.json"]
+    again = run_kr("render", "marker", "--dataset", dataset_dir, "--base", base_file, "-o", out)
+    assert again.returncode == 2 and "does not overwrite" in again.stderr
+
+
+def test_debug_shows_traceback(home, tmp_path):
+    result = run_kr("--debug", "presets", "show", "nothing")
+    assert result.returncode != 0 and "Traceback" in result.stderr
