@@ -1,0 +1,231 @@
+"""Build the tiny random-initialised base model the built-in trainer trains on.
+
+The result is a real Diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/,
+[text_encoder_2/,] tokenizer/, [tokenizer_2/,] scheduler/) so that anything that reads a Diffusers
+SD 1.5 / SDXL folder can read it, plus `kr_tiny.json`, the marker the tiny trainer checks.
+
+Shapes are tiny (a ~1.5 M-parameter U-Net) but the structure is the one the kohya names describe:
+the SDXL flavour has SDXL's text-and-time conditioning and `layers_per_block=2`, so the attention
+blocks map exactly onto sd-scripts' `input_blocks.{3i+j+1}.1` / `middle_block.1` /
+`output_blocks.{3i+j}.1` names; the SD 1.5 flavour keeps diffusers names and 1x1-conv projections.
+Both levels of the two-level U-Net carry cross-attention: with attention only at the coarse level
+a LoRA on a random base can barely lower the loss, with it at full latent resolution it learns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MARKER = "kr_tiny.json"
+FORMAT_VERSION = 1
+FAMILIES = ("sdxl", "sd15")
+
+# One character-level vocabulary serves both tokenizers: 256 byte-unicode symbols, their
+# end-of-word forms and the two CLIP specials. No merges, so every character is one token.
+BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
+VOCAB_SIZE = 256 * 2 + 2
+
+TE_HIDDEN = 32
+TE_LAYERS = 2
+TE2_PROJECTION = 32
+TIME_EMBED_DIM = 8  # SDXL add_time_ids embedding width per value (6 values)
+LATENT_CHANNELS = 4
+NATIVE_RESOLUTION = 64
+
+
+def build_tiny_base(dest: Path, family: str = "sdxl", seed: int = 0) -> Path:
+    """Build the tiny base at `dest` once; return `dest`.
+
+    Deterministic for a seed. Written into a temporary sibling folder and renamed into place, so
+    concurrent builders never see (or leave) a half-written model: the first rename wins and the
+    others discard their copy.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    dest = Path(dest)
+    if _is_complete(dest, family, seed):
+        return dest
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists and is not a tiny {family} base (seed {seed})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        _write_base(tmp, family, seed)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not _is_complete(dest, family, seed):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def read_marker(base_dir: Path) -> dict | None:
+    """The `kr_tiny.json` of a base folder, or None if it is not a tiny base."""
+    try:
+        return json.loads((Path(base_dir) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(dest: Path, family: str, seed: int) -> bool:
+    marker = read_marker(dest)
+    return bool(marker) and marker.get("family") == family and marker.get("seed") == seed \
+        and marker.get("format") == FORMAT_VERSION
+
+
+def _write_base(folder: Path, family: str, seed: int) -> None:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        _save_tokenizers(folder, family)
+        torch.manual_seed(seed)
+        _text_encoder(family, 1).save_pretrained(folder / "text_encoder", safe_serialization=True)
+        if family == "sdxl":
+            torch.manual_seed(seed + 1)
+            _text_encoder(family, 2).save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+        torch.manual_seed(seed + 2)
+        _vae(family).save_pretrained(folder / "vae", safe_serialization=True)
+        torch.manual_seed(seed + 3)
+        _unet(family).save_pretrained(folder / "unet", safe_serialization=True)
+    _scheduler(family).save_pretrained(folder / "scheduler")
+    _write_model_index(folder, family)
+    marker = {"format": FORMAT_VERSION, "family": family, "seed": seed,
+              "native_resolution": NATIVE_RESOLUTION, "what": "kohya_runner tiny random base"}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# components
+# ---------------------------------------------------------------------------------------------
+
+def _unet(family: str):
+    from diffusers import UNet2DConditionModel
+
+    common = dict(sample_size=NATIVE_RESOLUTION // 8, in_channels=LATENT_CHANNELS,
+                  out_channels=LATENT_CHANNELS, layers_per_block=2, block_out_channels=(32, 64),
+                  norm_num_groups=32)
+    if family == "sdxl":
+        return UNet2DConditionModel(
+            **common,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=(2, 4), cross_attention_dim=TE_HIDDEN * 2, use_linear_projection=True,
+            transformer_layers_per_block=1, addition_embed_type="text_time",
+            addition_time_embed_dim=TIME_EMBED_DIM,
+            projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + TE2_PROJECTION)
+    return UNet2DConditionModel(
+        **common,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=8, cross_attention_dim=TE_HIDDEN, use_linear_projection=False)
+
+
+def _vae(family: str):
+    from diffusers import AutoencoderKL
+
+    # four levels -> three downsamples -> the 8x latent of SD/SDXL
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
+        sample_size=NATIVE_RESOLUTION, scaling_factor=0.13025 if family == "sdxl" else 0.18215)
+
+
+def _text_encoder(family: str, index: int):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    # SDXL's second encoder (OpenCLIP bigG) pads with "!" (id 0) and uses gelu; ViT-L quick_gelu
+    bigg = family == "sdxl" and index == 2
+    config = CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=TE_HIDDEN, intermediate_size=TE_HIDDEN * 2,
+        num_hidden_layers=TE_LAYERS, num_attention_heads=4, max_position_embeddings=77,
+        hidden_act="gelu" if bigg else "quick_gelu", projection_dim=TE2_PROJECTION,
+        bos_token_id=VOCAB_SIZE - 2, eos_token_id=VOCAB_SIZE - 1, pad_token_id=0 if bigg else VOCAB_SIZE - 1)
+    model_class = CLIPTextModelWithProjection if bigg else CLIPTextModel
+    return model_class(config)
+
+
+def _scheduler(family: str):
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    common = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    if family == "sdxl":
+        return EulerDiscreteScheduler(**common, timestep_spacing="leading", steps_offset=1)
+    return PNDMScheduler(**common, skip_prk_steps=True, steps_offset=1)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode table."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def tiny_vocab() -> dict[str, int]:
+    symbols = list(bytes_to_unicode().values())
+    vocab = {symbol: i for i, symbol in enumerate(symbols)}
+    vocab.update({symbol + "</w>": len(symbols) + i for i, symbol in enumerate(symbols)})
+    vocab[BOS_TOKEN] = len(vocab)
+    vocab[EOS_TOKEN] = len(vocab)
+    return vocab
+
+
+def _save_tokenizers(folder: Path, family: str) -> None:
+    from transformers import CLIPTokenizer
+
+    names = ["tokenizer", "tokenizer_2"] if family == "sdxl" else ["tokenizer"]
+    for name in names:
+        target = folder / name
+        target.mkdir(parents=True)
+        # vocab.json + merges.txt keep the folder loadable by any transformers version
+        (target / "vocab.json").write_text(json.dumps(tiny_vocab(), ensure_ascii=False), encoding="utf-8")
+        (target / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+        pad = "!" if name == "tokenizer_2" else EOS_TOKEN
+        tokenizer = CLIPTokenizer(vocab=str(target / "vocab.json"), merges=str(target / "merges.txt"),
+                                  pad_token=pad, model_max_length=77)
+        tokenizer.save_pretrained(target)
+
+
+def _write_model_index(folder: Path, family: str) -> None:
+    import diffusers
+
+    if family == "sdxl":
+        index = {
+            "_class_name": "StableDiffusionXLPipeline",
+            "force_zeros_for_empty_prompt": True,
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+    else:
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", "PNDMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+    index["_diffusers_version"] = diffusers.__version__
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
