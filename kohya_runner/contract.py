@@ -133,6 +133,7 @@ class RenderPaths:
     vae: Optional[str] = None
     network_weights: Optional[str] = None
     run_id: Optional[str] = None
+    resume: Optional[str] = None  # a state folder to continue from (§7.2)
 
 
 @dataclass
@@ -282,6 +283,7 @@ def _saving_args(args: TrainingArgs, spec, paths: RenderPaths) -> None:
     args.add("saving", "save_last_n_steps", s.last_n_steps, "saving.last_n_steps")
     args.add("saving", "save_state", s.state, "saving.state")
     args.add("saving", "save_state_on_train_end", s.state_on_train_end, "saving.state_on_train_end")
+    args.add("saving", "resume", paths.resume, "kr")
     args.add("saving", "no_metadata", spec.privacy.metadata == "minimal", "privacy.metadata")
     args.add("saving", "training_comment", spec.privacy.training_comment, "privacy.training_comment")
     if paths.run_id:
@@ -505,3 +507,91 @@ def parse_prompt_line(line: str) -> dict[str, str]:
         if match:
             parsed[match.group(1).lower()] = match.group(2).strip()
     return parsed
+
+
+# ----------------------------------------------------------------------------------------------
+# Output names (§4.1) and TensorBoard (§5.1, §5.2).
+
+
+def final_lora_name(output_name: str) -> str:
+    return f"{output_name}.safetensors"
+
+
+def epoch_lora_name(output_name: str, epoch: int) -> str:
+    return f"{output_name}-{epoch:06d}.safetensors"
+
+
+def step_lora_name(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}.safetensors"
+
+
+_CHECKPOINT = re.compile(r"-(?:(?P<epoch>\d{6})|step(?P<step>\d{8}))\.safetensors$")
+
+
+def checkpoint_order(output_name: str, file_name: str) -> Optional[tuple[int, int]]:
+    """(kind, number) of an intermediate LoRA file, for picking the newest; None if not one of ours."""
+    if not file_name.startswith(output_name + "-"):
+        return None
+    match = _CHECKPOINT.search(file_name[len(output_name):])
+    if not match:
+        return None
+    return (0, int(match["epoch"])) if match["epoch"] else (1, int(match["step"]))
+
+
+def state_dirs(output_dir: Path, output_name: str) -> list[Path]:
+    """State folders (`{name}-{epoch:06d}-state`, `{name}-step{step:08d}-state`, `{name}-state`)."""
+    if not output_dir.is_dir():
+        return []
+    return [p for p in output_dir.iterdir() if p.is_dir() and p.name.startswith(output_name) and p.name.endswith("-state")
+            and (p / "train_state.json").is_file()]
+
+
+def tensorboard_run_dirs(logging_dir: Path, log_prefix: str) -> list[Path]:
+    """`{logging_dir}/{log_prefix}{YYYYmmddHHMMSS}/network_train/` folders, oldest first."""
+    if not logging_dir.is_dir():
+        return []
+    found = [d / NETWORK_TRAIN for d in logging_dir.iterdir()
+             if d.name.startswith(log_prefix) and (d / NETWORK_TRAIN).is_dir()]
+    return sorted(found)
+
+
+LOSS_TAGS = ("loss/current", "loss/average", "loss/epoch_average")
+
+
+# ----------------------------------------------------------------------------------------------
+# Console output (§5.3–§5.6): what the monitor matches. English prefixes only (messages are bilingual).
+
+TOTAL_STEPS = re.compile(r"total optimization steps / .*?:\s*(\d+)")
+NUM_EPOCHS = re.compile(r"num epochs / .*?:\s*(\d+)")
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)\s*$")
+SAVING_CHECKPOINT = re.compile(r"saving checkpoint: (.+)$")
+REMOVING_CHECKPOINT = re.compile(r"removing old checkpoint: (.+)$")
+SAMPLING = re.compile(r"generating sample images at step")
+MODEL_SAVED = re.compile(r"(^|\s)model saved\.\s*$")
+NO_DATA = re.compile(r"No data found\. Please verify")
+CACHING = re.compile(r"caching latents|caching Text Encoder outputs")
+# tqdm: `steps:  10%|█         | 200/2000 [03:10<28:30,  1.05it/s, avr_loss=0.0912]`
+STEPS_BAR = re.compile(
+    r"^steps:\s*\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[^<\]]*)<(?P<eta>[^,\]]*)"
+    r"(?:,\s*(?P<rate>[\d.]+|\?)(?P<unit>it/s|s/it))?(?P<postfix>[^\]]*)\]")
+AVR_LOSS = re.compile(r"avr_loss=([^,\]\s]+)")
+EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Invalid|Exit)):?\s*(?P<message>.*)$")
+
+# Failure signatures, most specific first: (reason, pattern, what happened).
+FAILURES = [
+    ("cuda_oom", re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory on device"), "CUDA ran out of memory"),
+    ("no_data", NO_DATA, "sd-scripts found no images ('No data found') and exited 0 without training"),
+    ("dataset_config", re.compile(r"MultipleInvalid|extra keys not allowed @|required key not provided @|"
+                                  r"expected \w+ for dictionary value @"), "the dataset TOML broke sd-scripts' schema"),
+    ("missing_tokenizer", re.compile(r"Can't load tokenizer|expected str, bytes or os\.PathLike object, not NoneType"),
+     "a tokenizer could not be loaded offline"),
+    ("missing_model", re.compile(r"is neither a valid local path nor a valid repo id|model is not found as a file|"
+                                 r"Cannot load model|OfflineModeIsEnabled|does not appear to have a file named"),
+     "the base model could not be loaded"),
+    ("missing_package", re.compile(r"ImportError: No \w+|ModuleNotFoundError: No module named"), "an optional package is missing"),
+    ("dataset_file", re.compile(r"caption file is empty|illegal char in file|Error loading file:|UnicodeDecodeError"),
+     "a dataset file could not be read"),
+    ("unknown_optimizer", re.compile(r"module 'torch\.optim' has no attribute"), "the optimizer name is unknown"),
+    ("config_missing", re.compile(r"\.toml not found\."), "the training TOML was not found"),
+    ("bad_option", re.compile(r"error: unrecognized arguments|error: argument --"), "sd-scripts rejected a command-line option"),
+]

@@ -782,3 +782,15 @@ def describe(path: tuple[str, ...]) -> str:
     for part in path[:-1]:
         model = model.model_fields[part].annotation
     return model.model_fields[path[-1]].description or ""
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 1e-4, "args": {"weight_decay": 0.01}}} → {"optimizer.lr": …, "optimizer.args.weight_decay": …}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat

@@ -79,3 +79,49 @@ def run_kr(*args: str, env: dict | None = None, timeout: float = 120, cwd: str |
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "kohya_runner", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd)
+
+
+STANDIN_FAULT = '''import runpy, sys
+sys.argv[0] = __file__
+runpy.run_path({script!r}, run_name="__main__")
+'''
+STANDIN_TINY = '''import runpy, sys
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+'''
+
+
+def make_standin_checkout(folder: Path, kind: str) -> Path:
+    """A stand-in sd-scripts checkout: its entry scripts run the fault stand-in or kr's tiny trainer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for script, tiny_module in (("sdxl_train_network.py", "kohya_runner.tiny"), ("train_network.py", "kohya_runner.tiny.sd15")):
+        if kind == "fault":
+            text = STANDIN_FAULT.format(script=str(Path(__file__).with_name("fault_trainer.py")))
+        else:
+            text = STANDIN_TINY.format(module=tiny_module)
+        (folder / script).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def fault_checkout(tmp_path, monkeypatch, home) -> Path:
+    checkout = make_standin_checkout(tmp_path / "standin-sd-scripts", "fault")
+    monkeypatch.setenv("KR_SD_SCRIPTS", str(checkout))
+    monkeypatch.setenv("KR_SD_PYTHON", sys.executable)
+    return checkout
+
+
+def no_process_left(marker: str) -> list[str]:
+    """Command lines of live processes that mention `marker` (a run folder or checkout path)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if marker in cmd and proc.pid != os.getpid():
+            found.append(cmd)
+    return found

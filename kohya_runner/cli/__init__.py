@@ -16,6 +16,8 @@ from ..errors import KrError
 COMMANDS = {
     "presets": ("kohya_runner.cli.presets:presets", "kr presets explain marker optimizer.lr=2e-4"),
     "render": ("kohya_runner.cli.render:render", "kr render marker --dataset ./imgs --base sdxl.safetensors -o ./out"),
+    "run": ("kohya_runner.cli.run:run", "kr run marker --dataset ./imgs --base sdxl.safetensors"),
+    "runs": ("kohya_runner.cli.runs:runs", "kr runs ls --status running"),
 }
 
 EPILOG = """\b

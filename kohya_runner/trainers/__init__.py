@@ -1,1 +1,52 @@
-"""Trainer backends: how to launch sd-scripts or the built-in tiny trainer (argv, env, cwd)."""
+"""Trainer backends: how to start sd-scripts or the built-in tiny trainer (argv, environment, cwd).
+
+Both take the same rendered files and speak the same console/file contract; kr's supervision does
+not know which one it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .. import contract
+
+
+@dataclass
+class Launch:
+    backend: str
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)  # added to the inherited environment
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "argv": self.argv, "cwd": str(self.cwd), "env": self.env}
+
+
+def trainer_env(gpus: Optional[list[int]]) -> dict[str, str]:
+    """Offline switches (§1.4) and the GPU choice. An empty CUDA_VISIBLE_DEVICES means the CPU."""
+    env = dict(contract.OFFLINE_ENV)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    return env
+
+
+def full_env(launch: Launch) -> dict[str, str]:
+    env = {**os.environ, **launch.env}
+    # Nothing of the user's online configuration may switch the trainer back online.
+    for key in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        env.pop(key, None)
+    return env
+
+
+def launch_for(backend: str, family: str, config_file: Path, run_dir: Path, home: Path,
+               gpus: Optional[list[int]], mixed_precision: str = "no") -> Launch:
+    if backend == "tiny":
+        from . import tiny
+
+        return tiny.launch(family, config_file, run_dir, gpus)
+    from . import sdscripts
+
+    return sdscripts.launch(family, config_file, run_dir, home, gpus, mixed_precision)

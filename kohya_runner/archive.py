@@ -1,0 +1,204 @@
+"""The archive of a run (also of failed and stopped runs): verified LoRAs, losses, config and a manifest.
+
+Every LoRA file is verified (safetensors header, tensor count, rank and alpha, a NaN/inf scan of every
+tensor), hashed, and its metadata recorded; the losses come from the TensorBoard events with every
+point; the config snapshot, dataset manifest and trainer versions complete `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from . import __version__, atomic, contract, lorafile, metrics
+
+ARCHIVE_DIR = "archive"
+MANIFEST = "manifest.json"
+SNAPSHOT = ("config.toml", "dataset.toml", "sample_prompts.txt", "spec.json", "command.json", "environment.json")
+
+
+@dataclass
+class LoraCheck:
+    file: str
+    size: int
+    sha256: str
+    ok: bool
+    tensors: int = 0
+    modules: int = 0
+    rank: Optional[int] = None
+    alpha: Optional[float] = None
+    dtype: Optional[str] = None
+    nonfinite_tensors: list[str] = field(default_factory=list)
+    problem: Optional[str] = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+_NUMPY_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+
+
+def verify_lora(path: Path) -> LoraCheck:
+    """Header, structure, rank/alpha and a finite-values scan, without torch."""
+    import numpy as np
+
+    size = path.stat().st_size
+    check = LoraCheck(path.name, size, sha256_file(path), ok=False)
+    try:
+        index, metadata = lorafile.read_header(path)
+    except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        check.problem = f"not a readable safetensors file: {e}"
+        return check
+    check.metadata = metadata
+    check.tensors = len(index)
+    with open(path, "rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        data_start = 8 + header_len
+        ranks, alphas = set(), set()
+        for name, info in index.items():
+            start, end = info["data_offsets"]
+            if data_start + end > size or start > end:
+                check.problem = f"tensor {name} points past the end of the file (truncated?)"
+                return check
+            handle.seek(data_start + start)
+            values = _as_float_array(np, handle.read(end - start), info["dtype"])
+            if values is not None and values.size and not np.isfinite(values).all():
+                check.nonfinite_tensors.append(name)
+            if name.endswith(lorafile.DOWN_SUFFIX):
+                ranks.add(int(info["shape"][0]))
+                check.dtype = info["dtype"]
+            elif name.endswith(lorafile.ALPHA_SUFFIX) and values is not None and values.size:
+                alphas.add(round(float(values.reshape(-1)[0]), 6))
+    check.modules = sum(1 for name in index if name.endswith(lorafile.DOWN_SUFFIX))
+    check.rank = ranks.pop() if len(ranks) == 1 else (max(ranks) if ranks else None)
+    check.alpha = alphas.pop() if len(alphas) == 1 else (max(alphas) if alphas else None)
+    if check.modules == 0:
+        check.problem = "no LoRA modules (no .lora_down.weight tensors)"
+    elif check.nonfinite_tensors:
+        check.problem = f"{len(check.nonfinite_tensors)} tensors hold NaN or inf values"
+    check.ok = check.problem is None
+    return check
+
+
+def _as_float_array(np, raw: bytes, dtype: str):
+    if dtype in _NUMPY_DTYPES:
+        return np.frombuffer(raw, dtype=_NUMPY_DTYPES[dtype])
+    if dtype == "BF16":  # numpy has no bfloat16: widen the 16 bits into a float32's top half
+        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    return None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def lora_files(output_dir: Path) -> list[Path]:
+    return sorted(output_dir.glob("*.safetensors")) if output_dir.is_dir() else []
+
+
+def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool = False) -> Optional[Path]:
+    """The latest epoch or step checkpoint: what a stopped run leaves as its result (§7.1)."""
+    candidates = []
+    for path in lora_files(output_dir):
+        order = contract.checkpoint_order(output_name, path.name)
+        if order is not None:
+            candidates.append((path.stat().st_mtime, order, path))
+    for _, _, path in sorted(candidates, reverse=True):
+        if not finite_only or verify_lora(path).ok:
+            return path
+    return None
+
+
+def loss_points(logging_dir: Path) -> list[metrics.Point]:
+    return metrics.read_folder(logging_dir)
+
+
+def write_losses(points: list[metrics.Point], archive_dir: Path, title: str) -> dict[str, Any]:
+    atomic.write_text(archive_dir / "loss.csv", metrics.csv_text(points))
+    series = metrics.by_tag(points)
+    summary: dict[str, Any] = {"points": len(points), "tags": sorted(series)}
+    average = metrics.last_per_step(series.get("loss/average", []))
+    if average:
+        summary["final_average_loss"] = average[-1].value
+        finite = [p.value for p in average if p.value == p.value and abs(p.value) != float("inf")]
+        summary["min_average_loss"] = min(finite) if finite else None
+    epochs = series.get("loss/epoch_average", [])
+    if epochs:
+        summary["epoch_average"] = {str(p.step): p.value for p in epochs}
+    if points:
+        metrics.plot_losses(series, archive_dir / "loss.png", title)
+    return summary
+
+
+def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Optional[Path],
+          dataset_manifest: Optional[dict] = None, trainer_versions: Optional[dict] = None) -> dict[str, Any]:
+    """Write `run_dir/archive/` and return the manifest."""
+    archive_dir = run_dir / ARCHIVE_DIR
+    archive_dir.mkdir(exist_ok=True)
+    output_dir = run_dir / "output"
+    for name in SNAPSHOT:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, archive_dir / name)
+    checks = [verify_lora(p) for p in lora_files(output_dir)]
+    losses = write_losses(loss_points(run_dir / "logs"), archive_dir, title=run.get("run_id", ""))
+    samples = sorted(str(p.relative_to(run_dir)) for p in (output_dir / "sample").glob("*.png")) \
+        if (output_dir / "sample").is_dir() else []
+    manifest = {
+        "kr_version": __version__,
+        "archived_at": time.time(),
+        "run": run,
+        "outcome": outcome,
+        "result": str(result.relative_to(run_dir)) if result else None,
+        "spec_hash": spec.hash() if spec is not None else None,
+        "sd_scripts_commit": contract.pinned_commit(),
+        "loras": [asdict(c) for c in checks],
+        "losses": losses,
+        "samples": samples,
+        "dataset": dataset_manifest,
+        "trainer": trainer_versions or {},
+        "files": [name for name in SNAPSHOT if (archive_dir / name).is_file()],
+    }
+    atomic.write_text(archive_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+    return manifest
+
+
+def read_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
+    path = run_dir / ARCHIVE_DIR / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def export(run_dir: Path, destination: Path, run_id: str) -> Path:
+    """A portable tarball: the archive, the LoRAs and the samples (not caches, not state folders)."""
+    if destination.is_dir():
+        destination = destination / f"{run_id}.tar.gz"
+    if destination.exists():
+        from .errors import BadInput
+
+        raise BadInput(f"{destination} already exists; kr does not overwrite. Fix: give another path")
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(_export_members(run_dir)):
+            tar.add(path, arcname=f"{run_id}/{path.relative_to(run_dir)}", recursive=False)
+    os.replace(tmp, destination)
+    return destination
+
+
+def _export_members(run_dir: Path) -> list[Path]:
+    members = [p for p in (run_dir / ARCHIVE_DIR).rglob("*") if p.is_file()]
+    output = run_dir / "output"
+    members += lora_files(output)
+    if (output / "sample").is_dir():
+        members += [p for p in (output / "sample").iterdir() if p.is_file()]
+    return members

@@ -1,0 +1,243 @@
+"""`kr runs ls | show | tail | stop | rm | diff | export | resume`: the run ledger."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .common import home, print_json
+
+EPILOG = """\b
+Examples:
+  kr runs ls --status running
+  kr runs show marker-0003
+  kr runs tail 3                  (a run's number, its id, or a unique prefix)
+  kr runs stop marker-0003
+  kr runs diff marker-0003 marker-0004
+  kr runs export marker-0003 -o ~/deliveries/
+  kr runs resume marker-0003"""
+
+
+@click.group(epilog=EPILOG)
+def runs() -> None:
+    """List, inspect, follow, stop, compare, export and resume runs."""
+
+
+def _ledger(ctx):
+    from ..ledger import open_ledger
+    from ..run import reconcile
+
+    root = home(ctx)
+    reconcile(root)  # settle runs whose kr died before anything else reads the ledger
+    return root, open_ledger(root)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _steps(row) -> str:
+    if row.steps_done is None:
+        return "–"
+    done = row.steps_cumulative
+    total = (row.steps_total + row.step_offset) if row.steps_total else None
+    return f"{done}/{total}" if total else str(done)
+
+
+@runs.command("ls", epilog="Example:\n\n  kr runs ls --status failed --json")
+@click.option("--status", "statuses", multiple=True, help="Only runs with this status (repeatable).")
+@click.option("--sweep", "sweep_id", help="Only the members of this sweep.")
+@click.option("--limit", type=int, help="At most N runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ls(ctx, statuses, sweep_id, limit, as_json):
+    """List runs, newest first."""
+    _, ledger = _ledger(ctx)
+    rows = ledger.runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit)
+    if as_json:
+        print_json([r.to_json() for r in rows])
+        return
+    header = ("RUN", "STATUS", "PRESET", "STEPS", "LOSS", "TIME", "STARTED")
+    table = [header] + [(r.run_id, r.status, r.preset or "–", _steps(r), "–" if r.loss is None else f"{r.loss:.4f}",
+                         _duration(r.duration), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    # Plain aligned text: fast for thousands of rows, and greppable.
+    click.echo("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table))
+
+
+@runs.command("show", epilog="Example:\n\n  kr runs show marker-0003 --json")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (ledger row and archive manifest).")
+@click.pass_context
+def show(ctx, ref, as_json):
+    """Everything about one run: status, reason, progress, files, archive."""
+    from pathlib import Path
+
+    from .. import archive
+
+    _, ledger = _ledger(ctx)
+    row = ledger.find(ref)
+    manifest = archive.read_manifest(Path(row.run_dir))
+    if as_json:
+        print_json({"run": row.to_json(), "manifest": manifest})
+        return
+    fields = [("run", row.run_id), ("status", row.status), ("reason", row.reason), ("detail", row.hint),
+              ("preset", row.preset), ("backend", row.backend), ("sweep", row.sweep_id), ("spec", row.spec_hash),
+              ("steps", _steps(row)), ("epoch", f"{row.epoch}/{row.epochs_total}" if row.epoch else None),
+              ("final avr_loss", row.loss), ("min avr_loss", row.min_loss),
+              ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", _duration(row.duration)),
+              ("peak RSS", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None), ("exit code", row.exit_code),
+              ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
+    for name, value in fields:
+        if value not in (None, ""):
+            click.echo(f"{name + ':':<16}{value}")
+    if manifest:
+        for lora in manifest["loras"]:
+            state = "ok" if lora["ok"] else f"BAD: {lora['problem']}"
+            click.echo(f"{'lora:':<16}{lora['file']}  rank {lora['rank']} alpha {lora['alpha']}  "
+                       f"{lora['size'] / 2**20:.1f} MB  sha256 {lora['sha256'][:12]}  {state}")
+        if manifest.get("samples"):
+            click.echo(f"{'samples:':<16}{len(manifest['samples'])} images in output/sample/")
+
+
+@runs.command("tail", epilog="Example:\n\n  kr runs tail marker-0003")
+@click.argument("ref")
+@click.option("--raw", is_flag=True, help="Print the trainer's console output instead of the progress view.")
+@click.pass_context
+def tail(ctx, ref, raw):
+    """Re-attach to a run: follow its progress until it ends (Ctrl-C detaches, the run goes on)."""
+    from .. import run as run_mod
+    from .live import make_view
+    from .run import summary
+
+    root, ledger = _ledger(ctx)
+    row = ledger.find(ref)
+    try:
+        final = run_mod.follow(root, row.run_id, on_update=None if raw else make_view(row.run_id).update,
+                               on_text=click.echo if raw else None)
+    except KeyboardInterrupt:
+        click.echo(f"\ndetached; {row.run_id} keeps running", err=True)
+        return
+    summary(final)
+
+
+@runs.command("stop", epilog="Example:\n\n  kr runs stop marker-0003")
+@click.argument("ref")
+@click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds between SIGINT, SIGTERM and SIGKILL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stop(ctx, ref, timeout, as_json):
+    """Stop a run: SIGINT to its whole process group, then SIGTERM, then SIGKILL, until nothing is left."""
+    from .. import run as run_mod
+    from .run import summary
+
+    root, ledger = _ledger(ctx)
+    row = ledger.find(ref)
+    if not row.active:
+        click.echo(f"{row.run_id} is not running ({row.status})")
+        return
+    final = run_mod.stop(root, row.run_id, timeouts=(timeout, timeout))
+    print_json(final.to_json()) if as_json else summary(final)
+
+
+@runs.command("rm", epilog="Example:\n\n  kr runs rm marker-0003 --yes")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_context
+def rm(ctx, refs, yes):
+    """Delete finished runs: their folders and ledger rows."""
+    import shutil
+
+    from ..errors import BadInput
+
+    _, ledger = _ledger(ctx)
+    rows = [ledger.find(ref) for ref in refs]
+    active = [r.run_id for r in rows if r.active]
+    if active:
+        raise BadInput(f"{', '.join(active)} still running. Fix: `kr runs stop` first")
+    if not yes:
+        click.confirm(f"delete {', '.join(r.run_id for r in rows)} and their files?", abort=True)
+    for row in rows:
+        shutil.rmtree(row.run_dir, ignore_errors=True)
+        ledger.delete(row.run_id)
+        click.echo(f"deleted {row.run_id}")
+
+
+@runs.command("diff", epilog="Example:\n\n  kr runs diff marker-0003 marker-0004")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def diff(ctx, a, b, as_json):
+    """The settings in which two runs differ (their resolved specs), and their results."""
+    from pathlib import Path
+
+    from ..run import load_spec
+    from ..spec import flatten
+
+    _, ledger = _ledger(ctx)
+    left, right = ledger.find(a), ledger.find(b)
+    flat_a = flatten(load_spec(Path(left.run_dir)).model_dump(mode="json"))
+    flat_b = flatten(load_spec(Path(right.run_dir)).model_dump(mode="json"))
+    changed = [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
+    results = [("status", left.status, right.status), ("final avr_loss", left.loss, right.loss),
+               ("time", _duration(left.duration), _duration(right.duration))]
+    if as_json:
+        print_json({"a": left.run_id, "b": right.run_id,
+                    "settings": [{"key": k, "a": x, "b": y} for k, x, y in changed],
+                    "results": [{"key": k, "a": x, "b": y} for k, x, y in results]})
+        return
+    rows = [("", left.run_id, right.run_id)] + [(k, _cell(x), _cell(y)) for k, x, y in changed + results]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not changed:
+        click.echo("(same settings)")
+
+
+def _cell(value) -> str:
+    import json
+
+    return "–" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@runs.command("export", epilog="Example:\n\n  kr runs export marker-0003 -o ~/deliveries/")
+@click.argument("ref")
+@click.option("-o", "--out", "out", type=click.Path(), default=".", show_default=True, help="File or folder.")
+@click.pass_context
+def export(ctx, ref, out):
+    """A portable tarball of a run: archive (manifest, losses, config), LoRAs and samples."""
+    from pathlib import Path
+
+    from .. import archive
+
+    _, ledger = _ledger(ctx)
+    row = ledger.find(ref)
+    if row.active:
+        from ..errors import BadInput
+
+        raise BadInput(f"{row.run_id} is still running. Fix: wait for it to finish")
+    path = archive.export(Path(row.run_dir), Path(out).expanduser(), row.run_id)
+    click.echo(f"wrote {path}")
+
+
+@runs.command("resume", epilog="Example:\n\n  kr runs resume marker-0003 --detach")
+@click.argument("ref")
+@click.option("--detach", is_flag=True, help="Run in the background.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final ledger row as JSON.")
+@click.pass_context
+def resume(ctx, ref, detach, as_json):
+    """Continue a stopped or crashed run from its newest state folder, as a new linked run."""
+    from .. import run as run_mod
+    from .run import execute
+
+    root, _ = _ledger(ctx)
+    spec, options, previous = run_mod.resume_options(root, ref)
+    if not as_json:
+        click.echo(f"resuming {previous.run_id} from {options.resume_state.name} (step offset {options.step_offset})")
+    execute(root, spec, options, detach=detach, as_json=as_json, skip_check=True)

@@ -1,0 +1,161 @@
+"""Reading TensorBoard event files fast, with every point; loss CSV and plots.
+
+tensorboard's EventAccumulator keeps only 10,000 scalars per tag by default (reservoir sampling) and
+does a lot of Python work per event. kr reads the TFRecord framing itself and decodes each record with
+the protobuf Event message, keeping every point.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+_HEADER = struct.Struct("<QI")  # record length, masked CRC of the length
+
+
+@dataclass(frozen=True)
+class Point:
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+def _records(data: bytes) -> Iterator[memoryview]:
+    """TFRecord framing: u64 length, u32 crc, payload, u32 crc. A truncated tail (a live file) is skipped."""
+    view = memoryview(data)
+    offset, size = 0, len(data)
+    while offset + 12 <= size:
+        (length, _) = _HEADER.unpack_from(view, offset)
+        start = offset + 12
+        end = start + length
+        if end + 4 > size:
+            return
+        yield view[start:end]
+        offset = end + 4
+
+
+def read_scalars(path: Path, tags: Optional[Iterable[str]] = None) -> list[Point]:
+    """Every scalar point in one event file (optionally only `tags`), in file order."""
+    from tensorboard.compat.proto import event_pb2
+
+    wanted = set(tags) if tags is not None else None
+    needles = [t.encode() for t in wanted] if wanted else None
+    points: list[Point] = []
+    parse = event_pb2.Event.FromString
+    for record in _records(path.read_bytes()):
+        raw = record.tobytes()
+        if needles is not None and not any(n in raw for n in needles):
+            continue  # cheap pre-filter before the protobuf decode
+        event = parse(raw)
+        if not event.HasField("summary"):
+            continue
+        for value in event.summary.value:
+            if wanted is not None and value.tag not in wanted:
+                continue
+            scalar = _scalar(value)
+            if scalar is not None:
+                points.append(Point(value.tag, event.step, event.wall_time, scalar))
+    return points
+
+
+def _scalar(value) -> Optional[float]:
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return float(value.simple_value)
+    if kind == "tensor":  # new-style summaries: a 0-d float tensor
+        tensor = value.tensor
+        if tensor.float_val:
+            return float(tensor.float_val[0])
+        if tensor.double_val:
+            return float(tensor.double_val[0])
+        if tensor.tensor_content and tensor.dtype == 1:
+            return struct.unpack("<f", tensor.tensor_content[:4])[0]
+    return None
+
+
+def event_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("events.out.tfevents.*")) if folder.is_dir() else []
+
+
+def read_folder(folder: Path, tags: Optional[Iterable[str]] = None) -> list[Point]:
+    points: list[Point] = []
+    for path in event_files(folder):
+        points.extend(read_scalars(path, tags))
+    return points
+
+
+def by_tag(points: Iterable[Point]) -> dict[str, list[Point]]:
+    grouped: dict[str, list[Point]] = {}
+    for point in points:
+        grouped.setdefault(point.tag, []).append(point)
+    return grouped
+
+
+def last_per_step(points: list[Point]) -> list[Point]:
+    """With gradient accumulation several micro-batch points share a step (§5.2); keep the last of each."""
+    latest: dict[int, Point] = {}
+    for point in points:
+        latest[point.step] = point
+    return [latest[step] for step in sorted(latest)]
+
+
+def csv_text(points: Iterable[Point]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["tag", "step", "wall_time", "value"])
+    for p in points:
+        writer.writerow([p.tag, p.step, f"{p.wall_time:.3f}", repr(p.value)])
+    return out.getvalue()
+
+
+def read_csv(path: Path) -> list[Point]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [Point(r["tag"], int(r["step"]), float(r["wall_time"]), float(r["value"])) for r in csv.DictReader(f)]
+
+
+def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> Path:
+    """One PNG: step loss (faint) and its moving average, the learning rate beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    current = last_per_step(series.get("loss/current", []))
+    average = last_per_step(series.get("loss/average", []))
+    if current:
+        ax_loss.plot([p.step for p in current], [p.value for p in current], color="#9bb7d4", lw=0.8, label="loss/current")
+    if average:
+        ax_loss.plot([p.step for p in average], [p.value for p in average], color="#1f4e79", lw=1.8, label="loss/average")
+    finite = [p.value for p in current + average if math.isfinite(p.value)]
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = (high - low) * 0.05 or 0.01
+        ax_loss.set_ylim(low - pad, high + pad)
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(loc="upper right", frameon=False)
+    ax_loss.grid(alpha=0.3)
+    for tag, points in sorted(series.items()):
+        if tag.startswith("lr/") and not tag.startswith("lr/group"):
+            points = last_per_step(points)
+            ax_lr.plot([p.step for p in points], [p.value for p in points], lw=1.2, label=tag)
+    ax_lr.set_ylabel("lr")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    if ax_lr.lines:
+        ax_lr.legend(loc="upper right", frameon=False, fontsize=8)
+    if title:
+        ax_loss.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,330 @@
+"""Watching a trainer: its console stream → progress, NaN, and a classified outcome; resource samples.
+
+The stream is split on both '\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file,
+contract §5.4). Patterns live in kohya_runner.contract; this module only keeps state.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import re
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from . import contract
+
+
+class SegmentSplitter:
+    """Bytes in, complete lines out; a '\\r' or '\\n' ends a segment (a tqdm redraw is one segment)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        text = self._pending + self._decoder.decode(data)
+        parts = re.split(r"\r\n|\r|\n", text)
+        self._pending = parts.pop()
+        return [p for p in parts if p.strip()]
+
+    def flush(self) -> list[str]:
+        rest, self._pending = self._pending + self._decoder.decode(b"", final=True), ""
+        return [rest] if rest.strip() else []
+
+
+@dataclass
+class Progress:
+    steps_done: int = 0
+    steps_total: Optional[int] = None
+    epoch: Optional[int] = None
+    epochs_total: Optional[int] = None
+    avr_loss: Optional[float] = None
+    min_loss: Optional[float] = None
+    it_per_s: Optional[float] = None
+    eta: Optional[str] = None
+    phase: str = "starting"
+    model_saved: bool = False
+    no_data: bool = False
+    nan: bool = False
+    checkpoints: list[str] = field(default_factory=list)
+    sample_rounds: int = 0
+    exception: Optional[str] = None
+    failure: Optional[str] = None  # the first failure signature seen (contract.FAILURES)
+    tail: deque = field(default_factory=lambda: deque(maxlen=40))
+    updated: float = field(default_factory=time.monotonic)
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("steps_done", "steps_total", "epoch", "epochs_total", "avr_loss", "min_loss", "it_per_s", "eta",
+                "phase", "model_saved", "no_data", "nan", "checkpoints", "sample_rounds", "exception", "failure")
+        return {k: getattr(self, k) for k in keys}
+
+
+def parse_segment(progress: Progress, line: str) -> Optional[str]:
+    """Update `progress` from one console segment; return the kind of notable event, if any."""
+    text = line.strip()
+    progress.updated = time.monotonic()
+    bar = contract.STEPS_BAR.match(text)
+    if bar:
+        _update_from_bar(progress, bar)
+        return "nan" if progress.nan else "step"
+    progress.tail.append(text)
+    for pattern, handler in _LINE_HANDLERS:
+        match = pattern.search(text)
+        if match:
+            return handler(progress, match)
+    if progress.failure is None:
+        for reason, pattern, _ in contract.FAILURES:
+            if pattern.search(text):
+                progress.failure = reason
+                break
+    exception = contract.EXCEPTION_LINE.match(text)
+    if exception and not text.startswith("Traceback"):
+        progress.exception = text[:500]
+    return None
+
+
+def _update_from_bar(progress: Progress, bar: re.Match) -> None:
+    progress.phase = "training"
+    progress.steps_done = int(bar["n"])
+    progress.steps_total = int(bar["total"])
+    eta = bar["eta"].strip()
+    progress.eta = None if eta in ("?", "") else eta
+    rate = bar["rate"]
+    if rate and rate != "?":
+        value = float(rate)
+        progress.it_per_s = value if bar["unit"] == "it/s" else (1.0 / value if value else None)
+    loss = contract.AVR_LOSS.search(bar["postfix"] or "")
+    if loss:
+        value = _float(loss.group(1))
+        progress.avr_loss = value
+        if value is not None and not math.isfinite(value):
+            progress.nan = True  # sd-scripts never stops on NaN (§5.5); kr does
+        elif value is not None:
+            progress.min_loss = value if progress.min_loss is None else min(progress.min_loss, value)
+
+
+def _float(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _on_total(p: Progress, m: re.Match) -> str:
+    p.steps_total = int(m.group(1))
+    return "plan"
+
+
+def _on_epochs(p: Progress, m: re.Match) -> str:
+    p.epochs_total = int(m.group(1))
+    return "plan"
+
+
+def _on_epoch(p: Progress, m: re.Match) -> str:
+    p.epoch, p.epochs_total = int(m.group(1)), int(m.group(2))
+    p.phase = "training"
+    return "epoch"
+
+
+def _on_checkpoint(p: Progress, m: re.Match) -> str:
+    p.checkpoints.append(m.group(1).strip())
+    p.phase = "saving"
+    return "checkpoint"
+
+
+def _on_sampling(p: Progress, m: re.Match) -> str:
+    p.sample_rounds += 1
+    p.phase = "sampling"
+    return "sampling"
+
+
+def _on_saved(p: Progress, m: re.Match) -> str:
+    p.model_saved = True
+    p.phase = "done"
+    return "saved"
+
+
+def _on_no_data(p: Progress, m: re.Match) -> str:
+    p.no_data = True
+    p.failure = p.failure or "no_data"
+    return "no_data"
+
+
+def _on_caching(p: Progress, m: re.Match) -> str:
+    if p.phase == "starting":
+        p.phase = "caching"
+    return None  # type: ignore[return-value]
+
+
+_LINE_HANDLERS = [
+    (contract.TOTAL_STEPS, _on_total),
+    (contract.NUM_EPOCHS, _on_epochs),
+    (contract.EPOCH_LINE, _on_epoch),
+    (contract.SAVING_CHECKPOINT, _on_checkpoint),
+    (contract.SAMPLING, _on_sampling),
+    (contract.MODEL_SAVED, _on_saved),
+    (contract.NO_DATA, _on_no_data),
+    (contract.CACHING, _on_caching),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# The outcome.
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | stopped | crashed | diverged
+    reason: Optional[str]
+    message: str
+    hint: Optional[str] = None
+
+
+def classify(progress: Progress, returncode: Optional[int], final_lora_exists: bool, *,
+             stop_requested: bool = False, diverged: bool = False, spec=None) -> Outcome:
+    """Success is all three of exit 0, the final LoRA file, and `model saved.` (contract §0.4)."""
+    if diverged or progress.nan:
+        return Outcome("diverged", "nan_loss", f"the loss became {progress.avr_loss} at step {progress.steps_done}; "
+                       "kr stopped the run (sd-scripts would have saved a NaN LoRA)",
+                       "lower optimizer.lr, check the dataset for broken images, or use precision.mixed_precision=bf16")
+    if stop_requested:
+        return Outcome("stopped", "stopped", "stopped on request", None)
+    if returncode in (0, None) and final_lora_exists and progress.model_saved:
+        # returncode None: the trainer ended while kr was not watching; the file and the log decide.
+        return Outcome("succeeded", None, "training finished and the final LoRA was saved")
+    if returncode == 0:
+        if progress.no_data:
+            return Outcome("failed", "no_data", _failure_text("no_data"), _hint("no_data", spec))
+        missing = "the final LoRA file is missing" if not final_lora_exists else "'model saved.' never appeared"
+        return Outcome("failed", "no_model", f"the trainer exited 0 but {missing}", "read trainer.log in the run folder")
+    if returncode is not None and returncode < 0:
+        return _signalled(-returncode, progress)
+    reason = progress.failure
+    if reason:
+        detail = f" ({progress.exception})" if progress.exception else ""
+        return Outcome("failed", reason, _failure_text(reason) + detail, _hint(reason, spec, progress))
+    if returncode is None:
+        return Outcome("crashed", "lost", "the trainer ended while kr was not watching and left no final LoRA",
+                       "read trainer.log in the run folder")
+    return Outcome("failed", "error", progress.exception or f"the trainer exited with status {returncode}",
+                   "read trainer.log in the run folder")
+
+
+def _signalled(signum: int, progress: Progress) -> Outcome:
+    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+    if signum == signal.SIGKILL:
+        return Outcome("crashed", "killed", f"the trainer was killed by {name}, most likely by the kernel's OOM killer "
+                       "(host RAM, not VRAM)", "close other programs, lower training.data_loader_workers, or add swap")
+    return Outcome("crashed", "signal", f"the trainer was killed by {name}", None)
+
+
+def _failure_text(reason: str) -> str:
+    return next(text for r, _, text in contract.FAILURES if r == reason)
+
+
+def _hint(reason: str, spec=None, progress: Optional[Progress] = None) -> Optional[str]:
+    if reason == "cuda_oom":
+        return oom_hint(spec, during_sampling=bool(progress and progress.phase == "sampling"))
+    return {
+        "no_data": "the dataset folder has no images sd-scripts reads (.png .jpg .jpeg .webp .bmp directly in it); "
+                   "run `kr dataset check DIR`",
+        "dataset_config": "kr renders a valid dataset TOML; if you edited it by hand, re-render it",
+        "missing_tokenizer": "build the offline tokenizers with `kr vendor tokenizers`",
+        "missing_model": "check that --base points at an existing .safetensors file or Diffusers folder",
+        "missing_package": "install the package into the trainer environment, or pick another optimizer/attention",
+        "dataset_file": "run `kr dataset check DIR` to find the broken image or caption",
+        "unknown_optimizer": "use a built-in optimizer name (`kr presets explain NAME` shows optimizer.type)",
+        "config_missing": "re-run; the rendered config.toml must exist",
+        "bad_option": "your sd-scripts differs from the pinned version; run `kr vendor drift`",
+    }.get(reason)
+
+
+def oom_hint(spec, during_sampling: bool = False) -> str:
+    """The next memory setting to try, in the order that costs the least quality."""
+    if spec is None:
+        return "lower dataset.batch_size or turn on precision.gradient_checkpointing"
+    if during_sampling:
+        return "the run ran out of memory while sampling: lower sampling.width/height or sample less often"
+    p, d, n = spec.precision, spec.dataset, spec.network
+    steps = [
+        (not p.gradient_checkpointing, "set precision.gradient_checkpointing=true"),
+        (d.batch_size > 1, f"set dataset.batch_size=1 and training.gradient_accumulation_steps={d.batch_size} "
+                           "(same effective batch)"),
+        (spec.model.family == "sdxl" and n.unet_only and not p.cache_text_encoder_outputs,
+         "set precision.cache_text_encoder_outputs=true"),
+        (not (p.cache_latents or p.cache_latents_to_disk), "set precision.cache_latents=true"),
+        (p.mixed_precision == "bf16" and not p.full_bf16, "set precision.full_bf16=true"),
+        (p.mixed_precision != "no" and not p.fp8_base, "set precision.fp8_base=true (or use the sdxl-8gb preset)"),
+        (n.dim > 8, f"set network.dim=8 and network.alpha=4 (now {n.dim})"),
+        (max(d.resolution) > 768, "set dataset.resolution=768"),
+    ]
+    return next((text for applies, text in steps if applies), "this run does not fit this GPU; use a larger one")
+
+
+# ----------------------------------------------------------------------------------------------
+# Resources: RSS of the whole process tree, and GPU memory through NVML when a GPU is present.
+
+
+def process_group_members(pgid: int) -> list:
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def tree_rss(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants (data loader workers included)."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+class GpuSampler:
+    """GPU memory in use through NVML; silent (None) where there is no NVIDIA driver."""
+
+    def __init__(self) -> None:
+        self._nvml = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+        except Exception:
+            self._nvml = None
+
+    def used_bytes(self, index: int = 0) -> Optional[int]:
+        if self._nvml is None:
+            return None
+        try:
+            handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
+        except Exception:
+            return None
+
+
+def segments_of(data: bytes) -> Iterator[str]:
+    splitter = SegmentSplitter()
+    yield from splitter.feed(data)
+    yield from splitter.flush()
