@@ -2201,3 +2201,33 @@ def _manifest_entry(path: Path, rel: str, kind: str, image: str | None = None) -
     if image is not None:
         entry["image"] = image
     return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# From kr's run spec (duck-typed, so this module needs nothing from kohya_runner.spec).
+
+
+def settings_from_spec(spec) -> DatasetSettings:
+    d = spec.dataset
+    return DatasetSettings(
+        dir=Path(d.dir), family=spec.model.family, caption_extension=d.caption_extension, trigger=d.trigger,
+        caption_prefix=d.caption_prefix, caption_suffix=d.caption_suffix, keep_tokens=d.keep_tokens,
+        keep_tokens_separator=d.keep_tokens_separator or "", shuffle_caption=d.shuffle_caption,
+        resolution=tuple(d.resolution), enable_bucket=d.enable_bucket, min_bucket_reso=d.min_bucket_reso,
+        max_bucket_reso=d.max_bucket_reso, bucket_reso_steps=d.bucket_reso_steps, bucket_no_upscale=d.bucket_no_upscale,
+        batch_size=d.batch_size, num_repeats=d.repeats, max_token_length=spec.model.max_token_length,
+        cache_latents=spec.precision.cache_latents or spec.precision.cache_latents_to_disk,
+        cache_te_outputs=spec.precision.cache_text_encoder_outputs or spec.precision.cache_text_encoder_outputs_to_disk)
+
+
+def plan_from_spec(spec, num_processes: int = 1) -> TrainingPlan:
+    t, s, sv = spec.training, spec.sampling, spec.saving
+    return TrainingPlan(
+        max_train_epochs=t.epochs, max_train_steps=t.steps, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_processes=num_processes, save_every_n_epochs=sv.every_n_epochs, save_every_n_steps=sv.every_n_steps,
+        save_last_n_epochs=sv.last_n_epochs, save_last_n_steps=sv.last_n_steps,
+        sample_every_n_epochs=s.every_n_epochs if s.prompts else None,
+        sample_every_n_steps=s.every_n_steps if s.prompts else None, sample_at_first=s.at_first and bool(s.prompts),
+        sample_prompts=len(s.prompts), sample_size=spec.sample_size, network_dim=spec.network.dim,
+        family=spec.model.family, unet_only=spec.network.unet_only, save_precision=sv.precision,
+        output_name=spec.output_name)

@@ -400,24 +400,9 @@ def _dataset_manifest(spec: Spec) -> Optional[dict]:
     try:
         from . import dataset
 
-        return dataset.manifest(Path(spec.dataset.dir), dataset_settings(spec))
+        return dataset.manifest(Path(spec.dataset.dir), dataset.settings_from_spec(spec))
     except Exception as error:  # the archive must still be written if the dataset moved meanwhile
         return {"error": f"dataset manifest unavailable: {error}"}
-
-
-def dataset_settings(spec: Spec):
-    from . import dataset
-
-    d = spec.dataset
-    return dataset.DatasetSettings(
-        dir=Path(d.dir), family=spec.model.family, caption_extension=d.caption_extension, trigger=d.trigger,
-        caption_prefix=d.caption_prefix, caption_suffix=d.caption_suffix, keep_tokens=d.keep_tokens,
-        keep_tokens_separator=d.keep_tokens_separator or "", shuffle_caption=d.shuffle_caption,
-        resolution=tuple(d.resolution), enable_bucket=d.enable_bucket, min_bucket_reso=d.min_bucket_reso,
-        max_bucket_reso=d.max_bucket_reso, bucket_reso_steps=d.bucket_reso_steps, bucket_no_upscale=d.bucket_no_upscale,
-        batch_size=d.batch_size, num_repeats=d.repeats, max_token_length=spec.model.max_token_length,
-        cache_latents=spec.precision.cache_latents or spec.precision.cache_latents_to_disk,
-        cache_te_outputs=spec.precision.cache_text_encoder_outputs or spec.precision.cache_text_encoder_outputs_to_disk)
 
 
 _VERSION_PROBE = """
@@ -605,7 +590,25 @@ if __name__ == "__main__":
 
 
 def pre_launch(home: Path, spec: Spec, options: RunOptions, *, skip_check: bool = False) -> RunOptions:
+    """Refuse a dataset with errors (sd-scripts finds them hours in, or never), unless told to skip."""
+    if not skip_check and spec.dataset.dir:
+        report = check_dataset(home, spec, num_processes=max(1, len(options.gpus or [])))
+        if not report.ok:
+            lines = "\n".join(f"  - {f.file or spec.dataset.dir}: {f.message} Fix: {f.fix}" for f in report.errors[:20])
+            more = f"\n  … and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+            raise BadInput(f"the dataset {spec.dataset.dir} has {len(report.errors)} error(s); nothing was launched:\n"
+                           f"{lines}{more}\n`kr dataset check {spec.dataset.dir}` shows everything; "
+                           "--skip-check launches anyway")
     return options
+
+
+def check_dataset(home: Path, spec: Spec, num_processes: int = 1):
+    from . import dataset
+
+    render.resolve_dataset_dir(spec)  # a missing folder is bad input, reported as such
+    tokenizers = Path(spec.model.tokenizer_cache_dir) if spec.model.tokenizer_cache_dir else workspace.tokenizers_dir(home)
+    return dataset.check(dataset.settings_from_spec(spec), dataset.plan_from_spec(spec, num_processes),
+                         tokenizer_dir=tokenizers if tokenizers.is_dir() else None, workers=1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ class DatasetSpec(Group):
     caption_tag_dropout_rate: float = Field(0.0, ge=0.0, le=1.0)
     resolution: Resolution = Field((1024, 1024), description="W,H or one number for a square")
     enable_bucket: bool = True
-    min_bucket_reso: int = Field(512, ge=64, le=8192)
+    min_bucket_reso: int = Field(512, ge=32, le=8192)
     max_bucket_reso: int = Field(2048, ge=64, le=8192)
     bucket_reso_steps: int = Field(64, ge=8, le=1024)
     bucket_no_upscale: bool = False

@@ -14,6 +14,9 @@ from ..errors import KrError
 # name → ("module:attribute", example). Each module imports only click at the top; the library
 # loads when a command runs, so `kr --help` stays fast.
 COMMANDS = {
+    "base": ("kohya_runner.cli.base:base", "kr base info ~/models/sdxl_base_1.0.safetensors"),
+    "dataset": ("kohya_runner.cli.dataset:dataset", "kr dataset check ./imgs --preset marker"),
+    "demo": ("kohya_runner.cli.demo:demo", "kr demo"),
     "presets": ("kohya_runner.cli.presets:presets", "kr presets explain marker optimizer.lr=2e-4"),
     "render": ("kohya_runner.cli.render:render", "kr render marker --dataset ./imgs --base sdxl.safetensors -o ./out"),
     "run": ("kohya_runner.cli.run:run", "kr run marker --dataset ./imgs --base sdxl.safetensors"),
@@ -88,7 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except SystemExit:
+        raise
     except BrokenPipeError:
         # `kr runs ls | head`: the reader went away; not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as e:  # a bug in kr: one line, and the way to see more
+        if debug:
+            raise
+        click.echo(f"Error: internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the "
+                   "traceback, and please report it.", err=True)
         sys.exit(1)
