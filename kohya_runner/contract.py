@@ -481,16 +481,16 @@ def _dataset_type_ok(expected: Any, value: Any) -> bool:
 
 
 def sample_prompt_lines(spec) -> list[str]:
-    from .spec import render_prompt
+    from .spec import sample_prompts
 
     s = spec.sampling
     width, height = spec.sample_size
     lines = []
-    for i, subject in enumerate(s.prompts):
-        parts = [render_prompt(spec, subject)]
+    for prompt in sample_prompts(spec):
+        parts = [prompt.text]
         if s.negative_prompt:
             parts.append(f"--n {s.negative_prompt}")
-        parts += [f"--w {width}", f"--h {height}", f"--d {s.seed + i}", f"--s {s.steps}", f"--l {s.cfg_scale:g}"]
+        parts += [f"--w {width}", f"--h {height}", f"--d {prompt.seed}", f"--s {s.steps}", f"--l {s.cfg_scale:g}"]
         lines.append(" ".join(parts))
     return lines
 

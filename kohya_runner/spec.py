@@ -285,9 +285,12 @@ class SamplingSpec(Group):
     every_n_epochs: Optional[int] = Field(1, ge=1, le=100_000)
     every_n_steps: Optional[int] = Field(None, ge=1, le=10_000_000)
     at_first: bool = Field(True, description="sample before training: the base model's column")
+    without_trigger: bool = Field(True, description="also each subject alone: does the style leak without the trigger?")
+    untriggered_template: str = Field("{subject}", description="the prompt without the trigger")
+    variants: list[str] = Field(default_factory=list, description="reworded templates, for prompt sensitivity")
 
-    _lines = field_validator("template", "negative_prompt")(_single_line)
-    _marker = field_validator("template", "negative_prompt")(_no_option_marker)
+    _lines = field_validator("template", "negative_prompt", "untriggered_template")(_single_line)
+    _marker = field_validator("template", "negative_prompt", "untriggered_template")(_no_option_marker)
 
     @field_validator("prompts")
     @classmethod
@@ -302,16 +305,39 @@ class SamplingSpec(Group):
                 raise ValueError(f"prompt {i + 1} is empty")
         return value
 
-    @field_validator("template")
+    @field_validator("template", "untriggered_template")
     @classmethod
     def _template(cls, value: str) -> str:
-        if "{subject}" not in value:
-            raise ValueError("must contain {subject}")
-        try:
-            value.format(subject="s", trigger="t")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("may only use the placeholders {subject} and {trigger} (write {{ and }} for braces)") from None
+        return _check_template(value)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list[str]) -> list[str]:
+        for i, template in enumerate(value):
+            try:
+                _single_line(template)
+                _no_option_marker(template)
+                _check_template(template)
+            except ValueError as e:
+                raise ValueError(f"variant {i + 1} {e}") from None
         return value
+
+
+def _check_template(value: str) -> str:
+    if "{subject}" not in value:
+        raise ValueError("must contain {subject}")
+    try:
+        value.format(subject="s", trigger="t")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may only use the placeholders {subject} and {trigger} (write {{ and }} for braces)") from None
+    return value
+
+
+class GuardSpec(Group):
+    """kr's own watch over a run (sd-scripts has none): NaN/inf always ends a run as diverged."""
+    divergence_factor: Optional[float] = Field(3.0, gt=1.0, le=1000.0,
+                                               description="stop when avr_loss rises above this × its running minimum")
+    warmup_steps: int = Field(50, ge=0, le=10_000_000, description="steps before the divergence rule applies")
 
 
 class SavingSpec(Group):
@@ -362,6 +388,7 @@ class Spec(Group):
     saving: SavingSpec = Field(default_factory=SavingSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    guard: GuardSpec = Field(default_factory=GuardSpec)
     sd_scripts: dict[str, Any] = Field(default_factory=dict, description="any other sd-scripts option, checked against the pinned manifest")
 
     _name = field_validator("name")(_single_line)
@@ -615,12 +642,12 @@ def _sampling_rules(spec: Spec) -> list[Problem]:
     if "{trigger}" in s.template and not spec.dataset.trigger and s.prompts:
         out.append(Problem("dataset.trigger", None, "the sampling template uses {trigger} but no trigger is set",
                            "set dataset.trigger=TOK (your captions' trigger word)"))
-    if s.prompts and spec.dataset.trigger:
-        for i, prompt in enumerate(s.prompts):
-            full = render_prompt(spec, prompt)
-            if full.lstrip().startswith("#"):
-                out.append(Problem(f"sampling.prompts[{i}]", prompt, "starts with '#', so sd-scripts would skip the line",
-                                   "start the prompt with a word"))
+    for prompt in sample_prompts(spec):
+        if prompt.text.lstrip().startswith("#") or not prompt.text.strip():
+            out.append(Problem(f"sampling.prompts[{prompt.subject_index}]", prompt.subject,
+                               f"its {prompt.kind} prompt is empty or starts with '#', so sd-scripts would skip the line",
+                               "start the prompt with a word"))
+            break
     return out
 
 
@@ -661,9 +688,35 @@ def _misc_rules(spec: Spec) -> list[Problem]:
     return out
 
 
-def render_prompt(spec: Spec, subject: str) -> str:
+def render_prompt(spec: Spec, subject: str, template: Optional[str] = None) -> str:
     """A sampling subject as the full prompt, e.g. 'in the style of TOK, a man thinking'."""
-    return spec.sampling.template.format(subject=subject, trigger=spec.dataset.trigger or "")
+    return (template or spec.sampling.template).format(subject=subject, trigger=spec.dataset.trigger or "")
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """One line of the sample prompts file: which subject, in which form (sd-scripts numbers them 00, 01, …)."""
+    index: int
+    subject_index: int
+    subject: str
+    kind: str  # "trigger" | "no-trigger" | "variant-1", "variant-2", …
+    text: str
+    seed: int
+
+
+def sample_prompts(spec: Spec) -> list[SamplePrompt]:
+    """Every subject with the trigger, then without it, then in each reworded variant. A subject keeps one
+    seed in all its forms and in every run, so sheets compare like with like."""
+    s = spec.sampling
+    forms = [("trigger", s.template)]
+    if s.without_trigger and spec.dataset.trigger:
+        forms.append(("no-trigger", s.untriggered_template))
+    forms += [(f"variant-{i + 1}", template) for i, template in enumerate(s.variants)]
+    prompts = []
+    for kind, template in forms:
+        for i, subject in enumerate(s.prompts):
+            prompts.append(SamplePrompt(len(prompts), i, subject, kind, render_prompt(spec, subject, template), s.seed + i))
+    return prompts
 
 
 # ----------------------------------------------------------------------------------------------

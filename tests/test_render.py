@@ -13,6 +13,7 @@ import toml
 
 from kohya_runner import preset, render
 from kohya_runner.errors import BadInput
+from kohya_runner.spec import sample_prompts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,7 +99,7 @@ def test_every_preset_renders_valid_sd_scripts_files(name, home, tmp_path, datas
     [subset] = ds["subsets"]
     assert subset["image_dir"] == str(dataset_dir.resolve())
     prompts = [l for l in (rendered.out_dir / "sample_prompts.txt").read_text().splitlines() if l and l[0] != "#"]
-    assert len(prompts) == len(spec.sampling.prompts)
+    assert len(prompts) == len(sample_prompts(spec)) >= 2 * len(spec.sampling.prompts)  # with and without trigger
     assert all(" --w " in p and " --d " in p for p in prompts)
     assert rendered.command[1].endswith(f"{script}.py") and rendered.command[2:] == ["--config_file", str(rendered.out_dir / "config.toml")]
 
@@ -203,6 +204,8 @@ def expected_rejection(field: str, text: str) -> bool:
         return True  # sd-scripts would read the rest as a prompt option
     if field == "saving.output_name" and ("/" in text or "\\" in text or text.startswith(".")):
         return True  # becomes a file name
+    if field == "sampling.prompts" and text.strip().startswith("#"):
+        return True  # its no-trigger line would start with '#', which sd-scripts skips
     return False
 
 
@@ -230,7 +233,7 @@ def _read_back(rendered, spec):
     # sd-scripts reads prompt lines with readlines(): \n, \r and \r\n all end a line.
     raw_lines = (rendered.out_dir / "sample_prompts.txt").read_text().splitlines()
     prompt_lines = [l for l in raw_lines if l.strip() and l[0] != "#"]
-    assert len(prompt_lines) == len(spec.sampling.prompts)
+    assert len(prompt_lines) == len(sample_prompts(spec))
     return args, dataset, prompt_lines
 
 
@@ -256,11 +259,14 @@ def test_hostile_strings(field, text, home, tmp_path, dataset_dir, base_file):
     elif field in ("saving.output_name", "name"):
         assert args["output_name"] == text
     elif field == "dataset.trigger":
-        assert [p["prompt"] for p in parsed] == [f"in the style of {text}, {s}".strip() for s in spec.sampling.prompts]
+        expected = [p.text.strip() for p in sample_prompts(spec)]
+        assert [p["prompt"] for p in parsed] == expected
+        assert expected[:len(spec.sampling.prompts)] == [f"in the style of {text}, {s}".strip() for s in spec.sampling.prompts]
     elif field == "sampling.negative_prompt":
         assert all(p["n"] == text.strip() for p in parsed)
     elif field == "sampling.prompts":
         assert parsed[0]["prompt"] == f"in the style of TOK, {text}".strip()
+        assert parsed[len(spec.sampling.prompts)]["prompt"] == text.strip()  # the no-trigger form
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))

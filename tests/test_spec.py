@@ -150,3 +150,17 @@ def test_spec_group_defaults_are_complete():
     a, b = Spec(), Spec()
     a.optimizer.args["x"] = 1
     assert b.optimizer.args == {}
+
+
+def test_sample_prompts_trigger_ablation_and_variants():
+    from kohya_runner.spec import sample_prompts
+
+    spec = build_spec({"sampling": {"prompts": ["a cat", "a dog"], "variants": ["{subject}, {trigger} style"], "seed": 10}})
+    prompts = sample_prompts(spec)
+    assert [(p.index, p.kind, p.text, p.seed) for p in prompts] == [
+        (0, "trigger", "in the style of TOK, a cat", 10), (1, "trigger", "in the style of TOK, a dog", 11),
+        (2, "no-trigger", "a cat", 10), (3, "no-trigger", "a dog", 11),
+        (4, "variant-1", "a cat, TOK style", 10), (5, "variant-1", "a dog, TOK style", 11)]
+    off = build_spec({"sampling": {"prompts": ["a cat"], "without_trigger": False}})
+    assert [p.kind for p in sample_prompts(off)] == ["trigger"]
+    assert "variant 1" in problems({"sampling": {"variants": ["no subject here"]}})[0]
