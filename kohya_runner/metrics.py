@@ -11,32 +11,29 @@ import csv
 import io
 import math
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 _HEADER = struct.Struct("<QI")  # record length, masked CRC of the length
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):  # a tuple: hundreds of thousands are made per file
     tag: str
     step: int
     wall_time: float
     value: float
 
 
-def _records(data: bytes) -> Iterator[memoryview]:
+def _records(data: bytes) -> Iterator[bytes]:
     """TFRecord framing: u64 length, u32 crc, payload, u32 crc. A truncated tail (a live file) is skipped."""
-    view = memoryview(data)
-    offset, size = 0, len(data)
+    offset, size, unpack = 0, len(data), _HEADER.unpack_from
     while offset + 12 <= size:
-        (length, _) = _HEADER.unpack_from(view, offset)
+        length = unpack(data, offset)[0]
         start = offset + 12
         end = start + length
         if end + 4 > size:
             return
-        yield view[start:end]
+        yield data[start:end]
         offset = end + 4
 
 
@@ -47,20 +44,20 @@ def read_scalars(path: Path, tags: Optional[Iterable[str]] = None) -> list[Point
     wanted = set(tags) if tags is not None else None
     needles = [t.encode() for t in wanted] if wanted else None
     points: list[Point] = []
-    parse = event_pb2.Event.FromString
-    for record in _records(path.read_bytes()):
-        raw = record.tobytes()
+    append, parse = points.append, event_pb2.Event.FromString
+    for raw in _records(path.read_bytes()):
         if needles is not None and not any(n in raw for n in needles):
             continue  # cheap pre-filter before the protobuf decode
         event = parse(raw)
-        if not event.HasField("summary"):
-            continue
         for value in event.summary.value:
             if wanted is not None and value.tag not in wanted:
                 continue
-            scalar = _scalar(value)
-            if scalar is not None:
-                points.append(Point(value.tag, event.step, event.wall_time, scalar))
+            if value.WhichOneof("value") == "simple_value":  # what accelerate's TensorBoard tracker writes
+                append(Point(value.tag, event.step, event.wall_time, value.simple_value))
+            else:
+                scalar = _scalar(value)
+                if scalar is not None:
+                    append(Point(value.tag, event.step, event.wall_time, scalar))
     return points
 
 

@@ -25,12 +25,15 @@ def runs() -> None:
 
 
 def _ledger(ctx):
-    from ..ledger import open_ledger
-    from ..run import reconcile
+    from ..ledger import ACTIVE, open_ledger
 
     root = home(ctx)
-    reconcile(root)  # settle runs whose kr died before anything else reads the ledger
-    return root, open_ledger(root)
+    ledger = open_ledger(root)
+    if ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
+        from ..run import reconcile
+
+        reconcile(root)  # settle runs whose kr died before anything else reads the ledger
+    return root, ledger
 
 
 def _duration(seconds) -> str:
@@ -91,7 +94,8 @@ def show(ctx, ref, as_json):
               ("steps", _steps(row)), ("epoch", f"{row.epoch}/{row.epochs_total}" if row.epoch else None),
               ("final avr_loss", row.loss), ("min avr_loss", row.min_loss),
               ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", _duration(row.duration)),
-              ("peak RSS", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None), ("exit code", row.exit_code),
+              ("peak RSS", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None),
+              ("peak VRAM", f"{row.peak_vram / 2**30:.2f} GB" if row.peak_vram else None), ("exit code", row.exit_code),
               ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
     for name, value in fields:
         if value not in (None, ""):
@@ -206,11 +210,17 @@ def _cell(value) -> str:
     return "–" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-@runs.command("export", epilog="Example:\n\n  kr runs export marker-0003 -o ~/deliveries/")
+@runs.command("export", epilog="""\b
+Examples:
+  kr runs export marker-0003 -o ~/deliveries/
+  kr runs export marker-0003 --metadata scrub     LoRA headers without captions, folder and file names""")
 @click.argument("ref")
 @click.option("-o", "--out", "out", type=click.Path(), default=".", show_default=True, help="File or folder.")
+@click.option("--metadata", "policy", type=click.Choice(["keep", "minimal", "scrub"]),
+              help="Metadata policy for the LoRA copies (default: the run's privacy.metadata).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def export(ctx, ref, out):
+def export(ctx, ref, out, policy, as_json):
     """A portable tarball of a run: archive (manifest, losses, config), LoRAs and samples."""
     from pathlib import Path
 
@@ -222,8 +232,14 @@ def export(ctx, ref, out):
         from ..errors import BadInput
 
         raise BadInput(f"{row.run_id} is still running. Fix: wait for it to finish")
-    path = archive.export(Path(row.run_dir), Path(out).expanduser(), row.run_id)
-    click.echo(f"wrote {path}")
+    policy = policy or archive.run_policy(Path(row.run_dir))
+    path = archive.export(Path(row.run_dir), Path(out).expanduser(), row.run_id, policy=policy)
+    if as_json:
+        print_json({"run_id": row.run_id, "file": str(path), "metadata_policy": policy})
+        return
+    click.echo(f"wrote {path} (LoRA metadata: {policy})")
+    if policy != "keep":
+        click.echo("  note: the config snapshot and manifest in it still name the dataset folder and its files")
 
 
 @runs.command("resume", epilog="Example:\n\n  kr runs resume marker-0003 --detach")
@@ -241,3 +257,30 @@ def resume(ctx, ref, detach, as_json):
     if not as_json:
         click.echo(f"resuming {previous.run_id} from {options.resume_state.name} (step offset {options.step_offset})")
     execute(root, spec, options, detach=detach, as_json=as_json, skip_check=True)
+
+
+@runs.command("best", epilog="Examples:\n\n  kr runs best marker-0003\n\n  kr runs best marker-0003 --epoch 8 --json\n\n"
+              "  then: kr release marker-0003 --best")
+@click.argument("ref")
+@click.option("--epoch", type=click.IntRange(min=0), help="Show this epoch's checkpoint instead of the lowest-loss one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def best(ctx, ref, epoch, as_json):
+    """A run's saved checkpoints with their loss at saving; the lowest (validation) loss is the best."""
+    from ..checkpoints import choose
+
+    root, _ = _ledger(ctx)
+    choice = choose(root, ref, epoch=epoch, best_loss=epoch is None)
+    if as_json:
+        print_json(choice.to_json())
+        return
+    click.echo(f"{choice.run_id}: {len(choice.checkpoints)} checkpoints, loss = {choice.criterion} at saving")
+    rows = [("CHECKPOINT", "STEP", "LOSS", "FILE")] + [
+        (c.label, "–" if c.step is None else str(c.step), "–" if c.loss is None else f"{c.loss:.4f}", c.file.name)
+        for c in choice.checkpoints]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row, c in zip(rows, [None] + choice.checkpoints):
+        mark = ("  ← best" if choice.how == "best" else "  ← chosen") if c is not None and c.file == choice.checkpoint.file else ""
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + mark)
+    flag = "--best" if choice.how == "best" else f"--epoch {epoch}"
+    click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")

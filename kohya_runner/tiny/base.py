@@ -82,6 +82,9 @@ def _is_complete(dest: Path, family: str, seed: int) -> bool:
 
 def _write_base(folder: Path, family: str, seed: int) -> None:
     import torch
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" bars would land in kr's output
 
     with torch.random.fork_rng(devices=[]):
         _save_tokenizers(folder, family)
