@@ -179,20 +179,77 @@ def read_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def export(run_dir: Path, destination: Path, run_id: str) -> Path:
-    """A portable tarball: the archive, the LoRAs and the samples (not caches, not state folders)."""
+def export(run_dir: Path, destination: Path, run_id: str, *, policy: Optional[str] = None,
+           title: Optional[str] = None) -> Path:
+    """A portable tarball: the archive, the LoRAs and the samples (not caches, not state folders).
+
+    The LoRAs go in as copies with their header under the metadata `policy` (default: the run's
+    privacy.metadata; kohya_runner.privacy), and the manifest in the tarball records those copies
+    (their header, size and sha256) and what the policy removed. The run's own files are not changed.
+    """
+    import tempfile
+
+    from . import privacy
+
     if destination.is_dir():
         destination = destination / f"{run_id}.tar.gz"
     if destination.exists():
         from .errors import BadInput
 
         raise BadInput(f"{destination} already exists; kr does not overwrite. Fix: give another path")
+    policy = privacy.check_policy(policy or run_policy(run_dir))
+    output = run_dir / "output"
+    loras = set(lora_files(output))
+    manifest_path = run_dir / ARCHIVE_DIR / MANIFEST
     tmp = destination.with_name(f".{destination.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path in sorted(_export_members(run_dir)):
-            tar.add(path, arcname=f"{run_id}/{path.relative_to(run_dir)}", recursive=False)
-    os.replace(tmp, destination)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".kr-export-", dir=destination.parent) as scratch, \
+                tarfile.open(tmp, "w:gz") as tar:
+            applied: dict[str, dict] = {}
+            for path in sorted(_export_members(run_dir)):
+                arcname = f"{run_id}/{path.relative_to(run_dir)}"
+                if path in loras:
+                    copy = Path(scratch) / path.name
+                    applied[path.name] = privacy.apply_policy(path, copy, policy, title=title)
+                    tar.add(copy, arcname=arcname, recursive=False)
+                elif path != manifest_path:
+                    tar.add(path, arcname=arcname, recursive=False)
+            if manifest_path.is_file():
+                exported = Path(scratch) / MANIFEST
+                exported.write_text(json.dumps(_exported_manifest(manifest_path, applied, policy, scratch), indent=2,
+                                               ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+                tar.add(exported, arcname=f"{run_id}/{ARCHIVE_DIR}/{MANIFEST}", recursive=False)
+        os.replace(tmp, destination)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return destination
+
+
+def run_policy(run_dir: Path) -> str:
+    """The run's privacy.metadata (from its spec.json); kr's default, minimal, if that cannot be read."""
+    try:
+        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+        return spec["privacy"]["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "minimal"
+
+
+def _exported_manifest(path: Path, applied: dict[str, dict], policy: str, scratch: str) -> dict[str, Any]:
+    """The archive manifest as it describes the exported copies (the header kept, their size and sha256)."""
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for entry in manifest.get("loras", []):
+        report = applied.get(entry.get("file"))
+        if report is None:
+            continue
+        copy = Path(scratch) / entry["file"]
+        entry["source_sha256"] = entry.get("sha256")
+        entry["metadata"] = lorafile.read_metadata(copy)
+        entry["size"], entry["sha256"] = copy.stat().st_size, sha256_file(copy)
+    manifest["privacy"] = {
+        "policy": policy,
+        "files": {name: {"removed": r["removed"], "neutralised": sorted(r["neutralised"])} for name, r in applied.items()},
+    }
+    return manifest
 
 
 def _export_members(run_dir: Path) -> list[Path]:

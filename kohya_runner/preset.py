@@ -1,7 +1,8 @@
 """Presets: finding them, loading the `extends` chain, layering, and explaining where values came from.
 
-Layers, lowest first: the spec's built-in defaults → the preset chain (base first) → the preset the
-user named (a built-in, one of theirs, or any file) → `key.path=value` overrides on the command line.
+Layers, lowest first: the spec's built-in defaults → the workspace config ($KR_HOME/config.toml) → the
+preset chain (base first) → the preset the user named (a built-in, one of theirs, or any file) →
+`key.path=value` overrides on the command line.
 A preset file is TOML: a [preset] header, then tables named like the spec's groups.
 """
 
@@ -22,6 +23,7 @@ from .spec import Spec, build_spec, leaf_paths, parse_override
 HEADER = "preset"
 HEADER_KEYS = {"description", "intended_use", "dataset_size", "vram", "sd_scripts_commit", "extends"}
 DEFAULT_LAYER = "default"
+WORKSPACE_LAYER = "workspace"
 
 
 @dataclass
@@ -137,6 +139,7 @@ def resolve(name: str, home: Path, overrides: list[str] = (), given: Optional[di
     chain = load_chain(name, home)
     data: dict[str, Any] = {"name": chain[-1].name}
     sources: dict[str, str] = {"name": chain[-1].label}
+    merge_layer(data, sources, workspace_layer(home), WORKSPACE_LAYER)
     for layer in chain:
         merge_layer(data, sources, layer.body, layer.label)
     for key, value in (given or {}).items():
@@ -148,6 +151,34 @@ def resolve(name: str, home: Path, overrides: list[str] = (), given: Optional[di
         sources[_source_key(override.path)] = "override"
     spec = build_spec(data, source=f"preset {chain[-1].label}" + (" with overrides" if overrides else ""))
     return Resolved(spec, chain, sources)
+
+
+def workspace_layer(home: Path) -> dict[str, Any]:
+    """`<home>/config.toml`: spec-group tables (e.g. `[privacy] metadata = "scrub"`) applied to every run of
+    this workspace, above kr's defaults and below the presets. Missing file: no layer."""
+    path = workspace.config_file(home)
+    if not path.is_file():
+        return {}
+    try:
+        body = load_file(path)
+    except TOMLDecodeError as e:
+        raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names") from None
+    except OSError as e:
+        raise BadInput(f"cannot read the workspace config {path}: {e.strerror}") from None
+    from .spec import annotation_at
+
+    for group, table in body.items():
+        if group not in GROUPS or not isinstance(table, dict):
+            close = difflib.get_close_matches(group, sorted(GROUPS), n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise BadInput(f"the workspace config {path} has [{group}], which is not a spec group. Fix: {hint}use "
+                           f"tables named like the spec's groups ({', '.join(sorted(GROUPS))})")
+        for key in table:
+            try:
+                annotation_at((group, key))
+            except BadInput as e:
+                raise BadInput(f"the workspace config {path}: {e.message}") from None
+    return body
 
 
 def parse_overrides(texts: list[str]) -> list:

@@ -343,7 +343,9 @@ def render(spec: Spec, out_dir: Path, home: Path, *, force: bool = False, image_
     paths = render_paths(spec, out_dir, home, image_dir=image_dir, run_id=run_id, log_prefix=log_prefix)
     args, texts = render_texts(spec, paths)
     files = write_files(out_dir.resolve(), texts, force=force)
-    checkout = sdscripts.find_checkout(home)
-    command = sdscripts.single_gpu_command(spec.model.family, paths.config_file, checkout,
-                                           sdscripts.find_python(home, checkout))
+    try:
+        checkout, python = sdscripts.locate(home)
+    except BadInput:  # a bad KR_SD_SCRIPTS / KR_SD_PYTHON: the files are fine, the command shows placeholders
+        checkout, python = None, None
+    command = sdscripts.single_gpu_command(spec.model.family, paths.config_file, checkout, python)
     return Rendered(out_dir.resolve(), paths, args, command, files)

@@ -39,9 +39,15 @@ class TokenizerSpec:
     pad_token: str
 
 
-# CLIP-L pads with <|endoftext|>; OpenCLIP's bigG pads with "!" (id 0), which sd-scripts also forces.
+# Both Hub folders pad with <|endoftext|>. SDXL's second text encoder was trained with pad id 0 ("!"),
+# which sd-scripts forces after loading (`tokenizer2.pad_token_id = 0`, library/strategy_sdxl.py); that
+# only renames the pad token. A folder that *declares* "!" as its pad token is different: transformers
+# then registers "!" as a special token and every "!" in a caption becomes a bare id 0 instead of the BPE
+# tokens "!</w>"/"!!!</w>" (diffusers#4153). So the bigG folder declares <|endoftext|>, like the Hub's,
+# and sd-scripts' override gives exactly the ids it gets online.
 CLIP_L = TokenizerSpec("openai_clip-vit-large-patch14", "openai/clip-vit-large-patch14", EOS)
-CLIP_BIGG = TokenizerSpec("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "!")
+CLIP_BIGG = TokenizerSpec("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", EOS)
+SDXL_TE2_PAD_ID = 0  # what sd-scripts sets on the bigG tokenizer at run time
 TOKENIZERS = (CLIP_L, CLIP_BIGG)
 
 HOW_TO_GET = (

@@ -49,6 +49,7 @@ __all__ = [
     "load_pin",
     "git_tree_hash",
     "tarball_tree_hash",
+    "vendor_root",
     "default_sd_scripts_dir",
     "default_env_dir",
     "default_tokenizer_dir",
@@ -123,6 +124,10 @@ class Pin:
 
 
 def load_pin(path: Path | None = None) -> Pin:
+    """kr's pin (vendor/pin.toml). KR_PIN_FILE names another pin.toml: for kr's own tests of the install
+    commands against a stand-in repository; rendered options always follow kr's pinned option manifest."""
+    if path is None and os.environ.get("KR_PIN_FILE"):
+        path = Path(os.environ["KR_PIN_FILE"]).expanduser()
     path = Path(path) if path else data_dir("vendor") / "pin.toml"
     try:
         data = _read_toml(path)
@@ -145,22 +150,29 @@ def _read_toml(path: Path) -> dict:
 # --- where things live ------------------------------------------------------------------------------
 
 
-def _vendor_root(home: Path) -> Path:
-    # A source checkout of kr keeps its sd-scripts beside the pin (git-ignored); a wheel install uses home.
+def vendor_root(home: Path) -> Path:
+    """Where sd-scripts and its trainer environment live: KR_VENDOR_DIR if set; else a source checkout of kr
+    keeps them beside the pin (vendor/, git-ignored), and a wheel install in the workspace (<home>/vendor)."""
+    override = os.environ.get("KR_VENDOR_DIR")
+    if override:
+        return Path(override).expanduser().resolve()
     checkout = source_checkout()
     return checkout / "vendor" if checkout is not None else Path(home) / "vendor"
 
 
 def default_sd_scripts_dir(home: Path) -> Path:
-    return _vendor_root(home) / "sd-scripts"
+    return vendor_root(home) / "sd-scripts"
 
 
 def default_env_dir(home: Path) -> Path:
-    return _vendor_root(home) / "env"
+    return vendor_root(home) / "env"
 
 
 def default_tokenizer_dir(home: Path) -> Path:
-    return _vendor_root(home) / "tokenizers"
+    """The one tokenizer cache: the workspace's, which rendered configs pass as --tokenizer_cache_dir."""
+    from kohya_runner.workspace import tokenizers_dir
+
+    return tokenizers_dir(Path(home))
 
 
 def find_sd_scripts(home: Path) -> Path | None:
@@ -170,8 +182,8 @@ def find_sd_scripts(home: Path) -> Path | None:
         path = Path(override).expanduser()
         if not path.is_dir():
             raise BadInput(
-                f"KR_SD_SCRIPTS points to {path}, which is not a folder. Point it at an sd-scripts checkout or unset it to use "
-                "kr's own install."
+                f"KR_SD_SCRIPTS points to {path}, which is not a folder, so sd-scripts is not installed there. Fix: point it "
+                "at an sd-scripts checkout, or unset it to use kr's own install (`kr vendor install --from PATH|TARBALL`)."
             )
         return path
     path = default_sd_scripts_dir(home)

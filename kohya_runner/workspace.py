@@ -20,6 +20,11 @@ def home(explicit: Optional[str | Path] = None) -> Path:
     return (Path(data) / "kohya-runner").resolve()
 
 
+def config_file(root: Path) -> Path:
+    """Optional workspace-wide spec values (e.g. [privacy] metadata = "scrub"), a layer below the presets."""
+    return root / "config.toml"
+
+
 def presets_dir(root: Path) -> Path:
     return root / "presets"
 

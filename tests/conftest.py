@@ -20,6 +20,8 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KR_HOME", str(root))
     monkeypatch.delenv("KR_SD_SCRIPTS", raising=False)
     monkeypatch.delenv("KR_SD_PYTHON", raising=False)
+    # sd-scripts and its trainer env: never the repository's own vendor/ folder during tests
+    monkeypatch.setenv("KR_VENDOR_DIR", str(tmp_path / "kr-vendor"))
     return root
 
 

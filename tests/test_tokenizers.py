@@ -141,7 +141,7 @@ def test_builds_the_two_sdxl_folders_with_the_hub_files(cache):
         merges = (folder / "merges.txt").read_text().splitlines()
         assert merges[0] == "#version: 0.2" and len(merges) == 1 + 48894
     status = tokenizer_status(cache)
-    assert status["complete"] and status["folders"][CLIP_BIGG.folder]["pad_token"] == "!"
+    assert status["complete"] and status["folders"][CLIP_BIGG.folder]["pad_token"] == "<|endoftext|>"
 
 
 def test_transformers_loads_them_and_gives_the_known_ids(hf):
@@ -151,9 +151,23 @@ def test_transformers_loads_them_and_gives_the_known_ids(hf):
         assert tokenizer.model_max_length == 77 and len(tokenizer) == VOCAB_SIZE
         assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (49406, 49407)
     assert (clip_l.pad_token, clip_l.pad_token_id) == ("<|endoftext|>", 49407)
-    assert (big_g.pad_token, big_g.pad_token_id) == ("!", 0)
-    padded = big_g("a photo of a cat", padding="max_length", max_length=77).input_ids
+    assert (big_g.pad_token, big_g.pad_token_id) == ("<|endoftext|>", 49407)  # as the Hub folder says
+
+
+def test_sd_scripts_sdxl_padding_gives_pad_id_0_and_keeps_exclamation_marks(cache):
+    from transformers import CLIPTokenizer
+
+    # What sd-scripts' SdxlTokenizeStrategy does with the bigG folder (library/strategy_sdxl.py).
+    big_g = CLIPTokenizer.from_pretrained(cache / CLIP_BIGG.folder)
+    big_g.pad_token_id = 0
+    padded = big_g("a photo of a cat", padding="max_length", truncation=True, max_length=77).input_ids
     assert padded[:7] == CAT_IDS and set(padded[7:]) == {0}  # sd-scripts' SDXL padding for text encoder 2
+    # "!" is text, not the pad token: the same ids as CLIP-L's folder (no bare id 0 inside the caption)
+    clip_l = CLIPTokenizer.from_pretrained(cache / CLIP_L.folder)
+    for caption in ("wow!!! so good !", "Hello, World! What's up?"):
+        ids = big_g(caption, padding="max_length", truncation=True, max_length=77).input_ids
+        content = ids[: ids.index(49407) + 1]
+        assert 0 not in content and content == clip_l(caption).input_ids
 
 
 @pytest.fixture(scope="session")
@@ -179,13 +193,8 @@ def test_token_ids_agree_with_open_clip(hf, open_clip_tokenizer, simple, caption
     # text compares what this module built: the vocabulary and the merges.
     cleaned = open_clip_tokenizer._clean_lower(caption)
     assert hf[CLIP_L.folder](cleaned).input_ids[1:-1] == expected
-    big_g = hf[CLIP_BIGG.folder](cleaned).input_ids[1:-1]
-    if "!" not in cleaned:
-        assert big_g == expected
-    else:
-        # With pad token "!" transformers treats every "!" as the special pad token, id 0, where open_clip
-        # gives "!</w>"/"!!!</w>" (diffusers#4153). This is what a pad-"!" bigG folder does; see the report.
-        assert 0 in big_g and big_g != expected
+    # "!" included: the bigG folder does not declare "!" as its pad token (see kohya_runner.tokenizers)
+    assert hf[CLIP_BIGG.folder](cleaned).input_ids[1:-1] == expected
 
 
 def test_sources_folder_wheel_and_bpe_file_give_identical_files(open_clip_wheel, cache, tmp_path):

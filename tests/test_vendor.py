@@ -289,11 +289,17 @@ def test_load_pin_reads_the_shipped_pin():
 def test_locations_and_environment_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("KR_SD_SCRIPTS", raising=False)
     monkeypatch.delenv("KR_SD_PYTHON", raising=False)
+    monkeypatch.delenv("KR_VENDOR_DIR", raising=False)
     home = tmp_path / "home"
     root = source_checkout()
     expected_root = root / "vendor" if root else home / "vendor"
     assert vendor.default_sd_scripts_dir(home) == expected_root / "sd-scripts"
     assert vendor.default_env_dir(home) == expected_root / "env"
+    # the tokenizer cache is the workspace's, the folder rendered configs point at
+    assert vendor.default_tokenizer_dir(home) == home / "tokenizers"
+    monkeypatch.setenv("KR_VENDOR_DIR", str(tmp_path / "elsewhere"))
+    assert vendor.default_sd_scripts_dir(home) == (tmp_path / "elsewhere" / "sd-scripts").resolve()
+    assert vendor.default_env_dir(home) == (tmp_path / "elsewhere" / "env").resolve()
     monkeypatch.setenv("KR_SD_SCRIPTS", str(tmp_path))
     assert vendor.find_sd_scripts(home) == tmp_path
     monkeypatch.setenv("KR_SD_SCRIPTS", str(tmp_path / "nope"))

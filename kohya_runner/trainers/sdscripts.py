@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Optional
 
 from .. import contract
 from ..errors import BadInput
-from ..resources import source_checkout
 from . import Launch, trainer_env
 
 
-def find_checkout(home: Path) -> Optional[Path]:
-    """KR_SD_SCRIPTS, then vendor/sd-scripts in a source checkout, then <home>/vendor/sd-scripts."""
-    candidates = []
-    if os.environ.get("KR_SD_SCRIPTS"):
-        candidates.append(Path(os.environ["KR_SD_SCRIPTS"]).expanduser())
-    repo = source_checkout()
-    if repo:
-        candidates.append(repo / "vendor" / "sd-scripts")
-    candidates.append(home / "vendor" / "sd-scripts")
-    for candidate in candidates:
-        if (candidate / "train_network.py").is_file():
-            return candidate.resolve()
-    return None
+def locate(home: Path) -> tuple[Optional[Path], Optional[str]]:
+    """(sd-scripts checkout, trainer python), each None when not found: kohya_runner.vendor decides where
+    (KR_SD_SCRIPTS / KR_SD_PYTHON, else kr's own install); a bad override is BadInput."""
+    from ..vendor import find_sd_scripts, find_trainer_python
 
-
-def find_python(home: Path, checkout: Optional[Path]) -> Optional[str]:
-    """KR_SD_PYTHON, then the trainer venv kr vendor created, else None (the caller decides)."""
-    if os.environ.get("KR_SD_PYTHON"):
-        return os.environ["KR_SD_PYTHON"]
-    for env in ([checkout.parent / "env"] if checkout else []) + [home / "vendor" / "env"]:
-        python = env / "bin" / "python"
-        if python.exists():
-            return str(python)
-    return None
+    checkout = find_sd_scripts(home)
+    python = find_trainer_python(home)
+    return checkout, (str(python) if python else None)
 
 
 def single_gpu_command(family: str, config_file: Path, checkout: Optional[Path], python: Optional[str]) -> list[str]:
@@ -65,12 +47,15 @@ def _free_port() -> int:
 
 def launch(family: str, config_file: Path, run_dir: Path, home: Path, gpus: Optional[list[int]],
            mixed_precision: str) -> Launch:
-    checkout = find_checkout(home)
+    checkout, python = locate(home)
     if checkout is None:
         raise BadInput("sd-scripts is not installed. Fix: `kr vendor install --from /path/to/sd-scripts` "
                        "(a checkout or tarball of commit 48d368f), or set KR_SD_SCRIPTS to a checkout; "
                        "`--base tiny` runs kr's built-in tiny trainer instead")
-    python = find_python(home, checkout)
+    script = checkout / f"{contract.script_for(family)}.py"
+    if not script.is_file():
+        raise BadInput(f"{script} does not exist, so {checkout} is not a complete sd-scripts checkout. Fix: "
+                       "`kr vendor verify` names what is missing; reinstall with `kr vendor install --from ... --force`")
     if python is None:
         raise BadInput(f"no Python environment for sd-scripts at {checkout}. Fix: `kr vendor env` creates one, "
                        "or set KR_SD_PYTHON to the python of the venv where sd-scripts' requirements are installed")
