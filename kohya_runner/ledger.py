@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     gpu           TEXT,
     run_dir       TEXT NOT NULL,
     result_path   TEXT,
-    resumed_from  TEXT
+    resumed_from  TEXT,
+    peak_vram     INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id);
@@ -105,6 +106,7 @@ class RunRow:
     run_dir: str
     result_path: Optional[str]
     resumed_from: Optional[str]
+    peak_vram: Optional[int]  # bytes in use on the run's GPU at most (NVML); None on the CPU
 
     @property
     def active(self) -> bool:
@@ -156,6 +158,17 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Ledgers written by an older kr lack the newer columns; add them (NULL for old runs)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        for name, kind in (("peak_vram", "INTEGER"),):
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:  # another kr process added it meanwhile
+                    pass
 
     def close(self) -> None:
         self._db.close()
@@ -175,18 +188,23 @@ class Ledger:
 
     def create_run(self, name: str, runs_root: Path, **values: Any) -> RunRow:
         """Insert a queued run; its id is `<name>-<seq>` and its directory is created empty (never reused)."""
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO runs (run_id, name, status, created_at, run_dir) VALUES (?, ?, 'queued', ?, '')",
-                (f"pending-{time.time_ns()}", name, time.time()))
-            seq = cursor.lastrowid
-            run_id = f"{_slug(name)}-{seq:04d}"
-            run_dir = runs_root / run_id
-            run_dir.mkdir(parents=True, exist_ok=False)
-            assignments = {"run_id": run_id, "run_dir": str(run_dir), **values}
-            db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in assignments)} WHERE id = ?",
-                       (*assignments.values(), seq))
+        run_id = self._insert("runs", "run", name, runs_root, "", "queued", values)
         return self.get(run_id)
+
+    def _insert(self, table: str, kind: str, name: str, root: Path, prefix: str, status: str, values: dict) -> str:
+        """A row whose id `<prefix><name>-<seq>` comes from the table's own sequence (never reused), and its
+        folder, created empty in the same transaction."""
+        with self._write() as db:
+            cursor = db.execute(f"INSERT INTO {table} ({kind}_id, name, status, created_at, {kind}_dir) "
+                                "VALUES (?, ?, ?, ?, '')", (f"pending-{time.time_ns()}", name, status, time.time()))
+            seq = cursor.lastrowid
+            ident = f"{prefix}{_slug(name)}-{seq:04d}"
+            folder = root / ident
+            folder.mkdir(parents=True, exist_ok=False)
+            assignments = {f"{kind}_id": ident, f"{kind}_dir": str(folder), **values}
+            db.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in assignments)} WHERE id = ?",
+                       (*assignments.values(), seq))
+        return ident
 
     def update(self, run_id: str, **values: Any) -> None:
         unknown = set(values) - set(RUN_COLUMNS)
@@ -252,17 +270,7 @@ class Ledger:
     # -- sweeps ----------------------------------------------------------------------------------
 
     def create_sweep(self, name: str, sweeps_root: Path, **values: Any) -> SweepRow:
-        with self._write() as db:
-            cursor = db.execute("INSERT INTO sweeps (sweep_id, name, status, created_at, sweep_dir) VALUES (?, ?, 'running', ?, '')",
-                                (f"pending-{time.time_ns()}", name, time.time()))
-            seq = cursor.lastrowid
-            sweep_id = f"sweep-{_slug(name)}-{seq:04d}"
-            sweep_dir = sweeps_root / sweep_id
-            sweep_dir.mkdir(parents=True, exist_ok=False)
-            assignments = {"sweep_id": sweep_id, "sweep_dir": str(sweep_dir), **values}
-            db.execute(f"UPDATE sweeps SET {', '.join(f'{k} = ?' for k in assignments)} WHERE id = ?",
-                       (*assignments.values(), seq))
-        return self.get_sweep(sweep_id)
+        return self.get_sweep(self._insert("sweeps", "sweep", name, sweeps_root, "sweep-", "running", values))
 
     def update_sweep(self, sweep_id: str, **values: Any) -> None:
         with self._write() as db:

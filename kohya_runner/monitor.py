@@ -55,12 +55,14 @@ class Progress:
     sample_rounds: int = 0
     exception: Optional[str] = None
     failure: Optional[str] = None  # the first failure signature seen (contract.FAILURES)
+    divergence: Optional[str] = None  # why kr's loss guard stopped the run (spec.guard), if it did
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
     updated: float = field(default_factory=time.monotonic)
 
     def to_json(self) -> dict[str, Any]:
         keys = ("steps_done", "steps_total", "epoch", "epochs_total", "avr_loss", "min_loss", "it_per_s", "eta",
-                "phase", "model_saved", "no_data", "nan", "checkpoints", "sample_rounds", "exception", "failure")
+                "phase", "model_saved", "no_data", "nan", "checkpoints", "sample_rounds", "exception", "failure",
+                "divergence")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -106,6 +108,30 @@ def _update_from_bar(progress: Progress, bar: re.Match) -> None:
             progress.nan = True  # sd-scripts never stops on NaN (§5.5); kr does
         elif value is not None:
             progress.min_loss = value if progress.min_loss is None else min(progress.min_loss, value)
+
+
+@dataclass
+class LossGuard:
+    """kr's loss guard (spec.guard): after warm-up, the moving average above factor × its running minimum.
+
+    The minimum counts only averages from the end of warm-up on: the first averages cover a few batches
+    and can be far below the run's level, which would trip the guard on a healthy run. NaN/inf is not
+    this rule's business (Progress.nan)."""
+    factor: Optional[float]
+    warmup_steps: int
+    minimum: Optional[float] = None
+
+    def check(self, progress: Progress) -> Optional[str]:
+        """The reason in words once the rule trips, else None."""
+        loss = progress.avr_loss
+        if self.factor is None or loss is None or not math.isfinite(loss) or progress.steps_done < self.warmup_steps:
+            return None
+        self.minimum = loss if self.minimum is None else min(self.minimum, loss)
+        if self.minimum <= 0 or loss <= self.factor * self.minimum:
+            return None
+        return (f"the average loss rose to {loss:.4g} at step {progress.steps_done}, above {self.factor:g} × its "
+                f"running minimum {self.minimum:.4g} since warm-up (guard.divergence_factor={self.factor:g}, "
+                f"guard.warmup_steps={self.warmup_steps}); kr stopped the run")
 
 
 def _float(text: str) -> Optional[float]:
@@ -188,6 +214,10 @@ class Outcome:
 def classify(progress: Progress, returncode: Optional[int], final_lora_exists: bool, *,
              stop_requested: bool = False, diverged: bool = False, spec=None) -> Outcome:
     """Success is all three of exit 0, the final LoRA file, and `model saved.` (contract §0.4)."""
+    if progress.divergence and not progress.nan:
+        return Outcome("diverged", "loss_diverged", progress.divergence,
+                       "lower optimizer.lr (or raise guard.divergence_factor / guard.warmup_steps if this is "
+                       "expected, e.g. with a restart schedule)")
     if diverged or progress.nan:
         return Outcome("diverged", "nan_loss", f"the loss became {progress.avr_loss} at step {progress.steps_done}; "
                        "kr stopped the run (sd-scripts would have saved a NaN LoRA)",

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 from . import archive, atomic, contract, render, workspace
 from .errors import BadInput, Failed
 from .ledger import ACTIVE, Ledger, RunRow, open_ledger
-from .monitor import Outcome, Progress, SegmentSplitter, classify, parse_segment, tree_rss
+from .monitor import LossGuard, Outcome, Progress, SegmentSplitter, classify, parse_segment, tree_rss
 from .spec import Spec
 
 LOG_FILE = "trainer.log"
@@ -125,21 +125,52 @@ def load_launch(run_dir: Path):
 # Launching and process identity.
 
 
-def launch(home: Path, run_id: str) -> subprocess.Popen:
-    """Start the trainer in a new session (its own process group), console → trainer.log."""
+def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = None) -> subprocess.Popen:
+    """Start the trainer in a new session (its own process group), console → trainer.log.
+
+    A run reading a shared cache folder first takes its lock (kohya_runner.cache), waiting while
+    another run writes that cache; the Supervisor drops it when the caching phase is over.
+    """
     from .trainers import full_env
 
     ledger = open_ledger(home)
     row = ledger.get(run_id)
     run_dir = Path(row.run_dir)
     spec_launch = load_launch(run_dir)
-    with open(run_dir / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(spec_launch.argv, cwd=spec_launch.cwd, env=full_env(spec_launch),
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    cache_lock = _cache_lock(home, ledger, row, cancelled)
+    try:
+        with open(run_dir / LOG_FILE, "ab") as log:
+            process = subprocess.Popen(spec_launch.argv, cwd=spec_launch.cwd, env=full_env(spec_launch),
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    except BaseException:
+        if cache_lock is not None:
+            cache_lock.release()
+        raise
+    process.kr_cache_lock = cache_lock  # type: ignore[attr-defined]  # handed to the Supervisor
     me = os.getpid()
     ledger.update(run_id, status="running", pid=process.pid, pid_start=start_time(process.pid), pgid=process.pid,
                   started_at=time.time(), supervisor_pid=me, supervisor_start=start_time(me))
     return process
+
+
+def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Optional[Callable[[], bool]]):
+    from . import cache
+
+    def stop_wanted() -> bool:
+        return bool((cancelled is not None and cancelled()) or ledger.get(row.run_id).stop_requested)
+
+    def waiting() -> None:
+        print(f"{row.run_id}: waiting for another run to finish writing the shared cache…", file=sys.stderr, flush=True)
+
+    try:
+        if stop_wanted():  # stopped (`kr runs stop`, a sweep's Ctrl-C) before it even started
+            raise cache.Cancelled()
+        lock = cache.acquire_for_run(home, Path(row.run_dir), load_spec(Path(row.run_dir)), stop_wanted, waiting)
+    except (cache.Cancelled, KeyboardInterrupt):
+        ledger.finish(row.run_id, "stopped", reason="stopped", hint="stopped before the trainer started "
+                      "(while waiting for the shared cache folder)")
+        raise Failed(f"{row.run_id} was stopped before its trainer started") from None
+    return lock
 
 
 def start_time(pid: int) -> Optional[float]:
@@ -234,6 +265,7 @@ class Resources:
     rss: int = 0
     peak_rss: int = 0
     gpu_used: Optional[int] = None
+    peak_vram: Optional[int] = None  # memory in use on the run's (first) GPU, at most; None on the CPU
 
 
 class Supervisor:
@@ -254,6 +286,9 @@ class Supervisor:
         self.stop_requested = False
         self.diverged = False
         self._gpu = None
+        # The shared cache folder's lock taken by launch(); dropped once the caching phase is over.
+        self.cache_lock = getattr(process, "kr_cache_lock", None)
+        self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
 
     def request_stop(self) -> None:
         """Ctrl-C or `kr runs stop`: a second request skips straight to the harder signals."""
@@ -267,7 +302,7 @@ class Supervisor:
     def _kill_diverged(self) -> None:
         if not self.diverged:
             self.diverged = True
-            # Nothing worth saving in a NaN run: end it at once (SIGTERM, SIGKILL 3 s later).
+            # Nothing worth saving in a NaN or runaway run: end it at once (SIGTERM, SIGKILL 3 s later).
             self.stopper = GroupStopper(self.row.pgid or self.process.pid, (0.0, 3.0), first=signal.SIGTERM)
 
     def run(self) -> RunRow:
@@ -278,6 +313,7 @@ class Supervisor:
         with open(log_path, "rb") as log:
             while True:
                 self._consume(splitter, log.read())
+                self._release_cache_when_cached()
                 returncode = self._poll()
                 now = time.monotonic()
                 if now - last_check >= 1.0:
@@ -298,7 +334,12 @@ class Supervisor:
         for segment in splitter.flush():
             self._on_segment(segment)
         self._empty_group()
-        return finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=self.stop_requested,
+        from . import cache
+
+        cache.after_run(self.cache_lock, self.progress.phase)  # ended mid-caching: delete what it half wrote
+        # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
+        stopped = self.stop_requested or bool(self.ledger.get(self.row.run_id).stop_requested)
+        return finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
                         diverged=self.diverged, spec=self.spec, resources=self.resources)
 
     def _consume(self, splitter: SegmentSplitter, data: bytes) -> None:
@@ -309,6 +350,15 @@ class Supervisor:
         event = parse_segment(self.progress, segment)
         if event == "nan" or self.progress.nan:
             self._kill_diverged()
+        elif event == "step" and not self.diverged:
+            reason = self.loss_guard.check(self.progress)
+            if reason:
+                self.progress.divergence = reason
+                self._kill_diverged()
+
+    def _release_cache_when_cached(self) -> None:
+        if self.cache_lock is not None and self.cache_lock.held and self.progress.phase not in ("starting", "caching"):
+            self.cache_lock.release()
 
     def _poll(self) -> Optional[int]:
         return self.process.poll() if self.process is not None else None
@@ -326,12 +376,17 @@ class Supervisor:
         self.resources.rss = tree_rss(pid) if pid else 0
         self.resources.peak_rss = max(self.resources.peak_rss, self.resources.rss)
         self.resources.gpu_used = self._gpu.used_bytes()
+        if self.row.gpu:  # a GPU run: NVML's memory in use on its first GPU
+            used = self._gpu.used_bytes(int(self.row.gpu.split(",")[0]))
+            if used is not None:
+                self.resources.peak_vram = max(self.resources.peak_vram or 0, used)
 
     def _record_progress(self) -> None:
         p = self.progress
         self.ledger.update(self.row.run_id, steps_done=p.steps_done, steps_total=p.steps_total, epoch=p.epoch,
                            epochs_total=p.epochs_total, loss=_finite(p.avr_loss), min_loss=p.min_loss,
-                           it_per_s=p.it_per_s, peak_rss=self.resources.peak_rss or None)
+                           it_per_s=p.it_per_s, peak_rss=self.resources.peak_rss or None,
+                           peak_vram=self.resources.peak_vram)
 
     def _empty_group(self) -> None:
         """The trainer may be gone while data loader workers linger; nothing of the run may stay behind."""
@@ -376,7 +431,8 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[i
                   loss=_finite(final_loss) if final_loss is not None else None,
                   min_loss=manifest["losses"].get("min_average_loss", progress.min_loss),
                   it_per_s=progress.it_per_s or row.it_per_s,
-                  peak_rss=(resources.peak_rss if resources and resources.peak_rss else row.peak_rss))
+                  peak_rss=(resources.peak_rss if resources and resources.peak_rss else row.peak_rss),
+                  peak_vram=(resources.peak_vram if resources and resources.peak_vram else row.peak_vram))
     return ledger.get(run_id)
 
 
@@ -573,10 +629,24 @@ def supervise_main(argv: list[str]) -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     home = Path(args.home)
-    process = launch(home, args.run_id)
-    supervisor = Supervisor(home, args.run_id, process)
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: supervisor.request_stop())
+    state: dict = {"stop": False, "supervisor": None}
+
+    def on_signal(*_) -> None:
+        if state["supervisor"] is not None:
+            state["supervisor"].request_stop()
+        else:
+            state["stop"] = True  # still waiting for the cache lock: do not start at all
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        process = launch(home, args.run_id, cancelled=lambda: state["stop"])
+    except Failed as error:
+        print(error.message, file=sys.stderr)
+        return 1
+    supervisor = state["supervisor"] = Supervisor(home, args.run_id, process)
+    if state["stop"]:
+        supervisor.request_stop()
     row = supervisor.run()
     return 0 if row.status == "succeeded" else 1
 
@@ -590,16 +660,29 @@ if __name__ == "__main__":
 
 
 def pre_launch(home: Path, spec: Spec, options: RunOptions, *, skip_check: bool = False) -> RunOptions:
-    """Refuse a dataset with errors (sd-scripts finds them hours in, or never), unless told to skip."""
+    """Refuse a dataset with errors (sd-scripts finds them hours in, or never), unless told to skip; then
+    point the run at its keyed cache folder (kohya_runner.cache)."""
     if not skip_check and spec.dataset.dir:
-        report = check_dataset(home, spec, num_processes=max(1, len(options.gpus or [])))
-        if not report.ok:
-            lines = "\n".join(f"  - {f.file or spec.dataset.dir}: {f.message} Fix: {f.fix}" for f in report.errors[:20])
-            more = f"\n  … and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
-            raise BadInput(f"the dataset {spec.dataset.dir} has {len(report.errors)} error(s); nothing was launched:\n"
-                           f"{lines}{more}\n`kr dataset check {spec.dataset.dir}` shows everything; "
-                           "--skip-check launches anyway")
+        refuse_dataset_errors(home, spec, num_processes=max(1, len(options.gpus or [])))
+    if options.image_dir is None and spec.dataset.dir:
+        # The trainer reads the images through kr's keyed cache folder, so its cache files never land
+        # in (or go stale in) the user's dataset folder (contract §7.6).
+        from dataclasses import replace
+
+        from . import cache
+
+        options = replace(options, image_dir=cache.prepare(home, spec).path)
     return options
+
+
+def refuse_dataset_errors(home: Path, spec: Spec, num_processes: int = 1) -> None:
+    report = check_dataset(home, spec, num_processes=num_processes)
+    if not report.ok:
+        lines = "\n".join(f"  - {f.file or spec.dataset.dir}: {f.message} Fix: {f.fix}" for f in report.errors[:20])
+        more = f"\n  … and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+        raise BadInput(f"the dataset {spec.dataset.dir} has {len(report.errors)} error(s); nothing was launched:\n"
+                       f"{lines}{more}\n`kr dataset check {spec.dataset.dir}` shows everything; "
+                       "--skip-check launches anyway")
 
 
 def check_dataset(home: Path, spec: Spec, num_processes: int = 1):

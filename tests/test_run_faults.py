@@ -190,9 +190,10 @@ def _wait_for_latest(predicate, timeout=60.0):
 
 
 def test_kr_killed_mid_run_is_reconciled(images, base_file, fault_checkout, home):
-    env = {**os.environ, "KR_FAULT": "slow"}
+    # 16 steps of 0.5 s: the trainer is still mid-run when kr is killed, however loaded the machine is
+    env = {**os.environ, "KR_FAULT": "slow", "KR_FAULT_DELAY": "0.5"}
     kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(images), "--base",
-                           str(base_file), "training.epochs=2"], env=env, stdout=subprocess.DEVNULL,
+                           str(base_file), "training.epochs=4"], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     row = _wait_for_latest(lambda r: r["status"] == "running" and (r["steps_done"] or 0) >= 1)
     kr.kill()  # kr dies; the trainer is in its own session and keeps training

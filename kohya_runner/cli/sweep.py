@@ -1,0 +1,263 @@
+"""`kr sweep PRESET …`, `kr sweep resume | ls | show | stop`: many runs over the GPUs, one table."""
+
+from __future__ import annotations
+
+import click
+
+from .common import home, print_json
+
+EPILOG = """\b
+Examples:
+  kr sweep marker --dataset ./imgs --base sdxl.safetensors \\
+      --grid optimizer.type=AdamW8bit,Prodigy --grid optimizer.lr=1e-4,3e-4 --dry-run
+  kr sweep marker --dataset ./imgs --base sdxl.safetensors -f optimizers.toml --gpus 0,1
+  kr sweep tiny-demo --dataset ./imgs --base tiny --seeds 1,2 --grid optimizer.lr=1e-2,3e-2 --max-parallel 2
+  kr sweep resume sweep-marker-0001
+  kr sweep ls
+  kr sweep show sweep-marker-0001 --json
+
+\b
+A sweep file (-f) holds the same in TOML:
+  [sweep]
+  preset = "marker"          # optional: the PRESET argument
+  seeds = [1, 2]             # every member once per seed
+  [set]                      # fixed for every member
+  training.epochs = 8
+  [grid]                     # the product of these value lists
+  network.dim = [16, 32]
+  [[paired]]                 # alternatives whose keys change together;
+  optimizer.type = "AdamW8bit"               # a list inside one is a ladder
+  optimizer.lr = [1e-4, 2e-4, 3e-4, 5e-4]
+  [[paired]]
+  optimizer.type = "Prodigy"
+  optimizer.lr = 1.0
+  optimizer.args = { d_coef = 1.0, weight_decay = 0.01, safeguard_warmup = true }
+  [[paired]]
+  optimizer.type = "Adafactor"
+  optimizer.lr = [1e-4, 2e-4]
+  optimizer.args = { relative_step = false, scale_parameter = false, warmup_init = false }
+(several independent paired sets: [[paired.optimizer]], [[paired.schedule]], …)"""
+
+
+class SweepGroup(click.Group):
+    """`kr sweep PRESET …` starts a sweep; `kr sweep ls|show|resume|stop` manage them."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=SweepGroup, epilog=EPILOG, invoke_without_command=False, no_args_is_help=True)
+def sweep() -> None:
+    """Sweep optimizers, learning rates, anything: a run per GPU, one shared cache.
+
+    \b
+    kr sweep PRESET [KEY=VALUE…] --dataset D --base M --grid KEY=V1,V2 …   start one (= kr sweep start …)
+    kr sweep ls | show ID | resume ID | stop ID
+    """
+
+
+def _gpus(value):
+    if value is None:
+        return None
+    if value.strip().lower() == "cpu":
+        return []
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give GPU numbers such as 0 or 0,1, or cpu") from None
+
+
+def _say(as_json: bool):
+    return lambda text: click.echo(text, err=as_json)
+
+
+@sweep.command("start", epilog=EPILOG, short_help="Start a sweep (also: kr sweep PRESET …).")
+@click.argument("args", nargs=-1)
+@click.option("--dataset", "dataset_dir", type=click.Path(), help="Folder of images and captions (dataset.dir).")
+@click.option("--base", type=str, help="Base model file or Diffusers folder; 'tiny' for the built-in tiny trainer.")
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2", help="Values to sweep (repeatable; the product is taken).")
+@click.option("--seeds", type=str, metavar="S1,S2", help="Run every member once per seed (training.seed).")
+@click.option("-f", "--file", "sweep_file", type=click.Path(), help="A sweep TOML: [sweep], [set], [grid], [[paired]].")
+@click.option("--name", type=str, help="Sweep name (default: the preset's).")
+@click.option("--gpus", type=str, help="GPUs to use, e.g. 0,1; 'cpu' for none. Default: every GPU NVML sees.")
+@click.option("--max-parallel", type=int, help="At most N members at once (default: one per GPU; 1 on the CPU).")
+@click.option("--trainer", type=click.Choice(["sd-scripts", "tiny"]), help="Trainer backend (default: tiny for --base tiny).")
+@click.option("--dry-run", is_flag=True, help="List the members, what they change and their steps; start nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Run the valid members even if some are invalid.")
+@click.option("--skip-check", is_flag=True, help="Launch even if `kr dataset check` finds errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def start(ctx, args, dataset_dir, base, grids, seeds, sweep_file, name, gpus, max_parallel, trainer, dry_run,
+          skip_invalid, skip_check, as_json):
+    """Run PRESET once per combination of the swept values, one member per GPU (or CPU slot).
+
+    ARGS: PRESET (optional with a sweep file that names one), then key.path=value overrides shared by
+    every member. Members that fail do not stop the others; Ctrl-C stops them all cleanly.
+    """
+    from pathlib import Path
+
+    from .. import sweep as sweep_mod
+    from ..errors import BadInput
+
+    root = home(ctx)
+    preset_name, overrides = None, []
+    for i, arg in enumerate(args):
+        if "=" in arg:
+            overrides.append(arg)
+        elif i == 0:
+            preset_name = arg
+        else:
+            raise BadInput(f"{arg!r} is not a key.path=value override. Fix: give the preset first, then overrides "
+                           "such as training.epochs=4")
+    definition = sweep_mod.load_file(Path(sweep_file)) if sweep_file else sweep_mod.Definition()
+    definition.axes += [sweep_mod.grid_axis(g) for g in grids]
+    if seeds:
+        definition.axes.append(sweep_mod.seed_axis(sweep_mod.parse_seeds(seeds)))
+    plan = sweep_mod.plan(root, preset_name, definition, overrides=overrides, dataset=dataset_dir, base=base, name=name)
+    if dry_run:
+        _dry_run(plan, as_json)
+        if plan.invalid and not skip_invalid:
+            sweep_mod.refuse_invalid(plan)
+        return
+    options = sweep_mod.Options(gpus=_gpus(gpus), max_parallel=max_parallel, backend=trainer, skip_check=skip_check,
+                                skip_invalid=skip_invalid)
+    record = sweep_mod.start(root, plan, options, _say(as_json))
+    _finish(root, record, as_json)
+
+
+def _dry_run(plan, as_json: bool) -> None:
+    from .. import sweep as sweep_mod
+
+    data = sweep_mod.dry_run_json(plan)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"sweep {plan.name} (preset {plan.preset}): {len(plan.members)} member(s), {len(plan.valid)} valid, "
+               f"{data['total_steps']} steps in total")
+    if plan.fixed:
+        click.echo(f"every member: {' '.join(plan.fixed)}")
+    rows = [("MEMBER", "STEPS", "CHANGES FROM THE PRESET")]
+    for m, item in zip(plan.members, data["members"]):
+        if not m.valid:
+            text = f"{m.describe()}  INVALID: {m.problem}"
+        elif item["changes"] is not None:
+            text = " ".join(sweep_mod.override_text(k, v[1]) for k, v in item["changes"].items()
+                            if k not in ("dataset.dir", "model.base")) or "(none: the preset as it is)"
+        else:  # the preset alone is not valid, so there is nothing to compare with: what the member sets
+            text = m.describe()
+        rows.append((m.label, str(m.steps) if m.steps is not None else "–", text))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:2], widths)) + "  " + row[2])
+
+
+def _finish(root, record, as_json: bool) -> None:
+    from .. import sweep as sweep_mod
+
+    summary = sweep_mod.write_results(root, record)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo("")
+        click.echo(sweep_mod.text_table(summary["members"]))
+        click.echo("")
+        for label, path in summary["files"].items():
+            click.echo(f"{label}: {path}")
+    statuses = {m["status"] for m in summary["members"] if m["status"] != "invalid"}
+    if summary["status"] != "finished" or not statuses <= {"succeeded", "diverged"}:
+        raise SystemExit(1)
+
+
+@sweep.command("resume", epilog="Example:\n\n  kr sweep resume sweep-marker-0001 --gpus 0,1")
+@click.argument("ref")
+@click.option("--gpus", type=str, help="GPUs to use now (default: as the sweep was started).")
+@click.option("--max-parallel", type=int, help="At most N members at once.")
+@click.option("--retry-failed", is_flag=True, help="Also run members that failed again (not only stopped/crashed/unstarted).")
+@click.option("--skip-check", is_flag=True, help="Launch even if `kr dataset check` finds errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def resume(ctx, ref, gpus, max_parallel, retry_failed, skip_check, as_json):
+    """Continue a stopped or interrupted sweep: finished members (succeeded, diverged, failed) are skipped."""
+    from .. import sweep as sweep_mod
+
+    root = home(ctx)
+    options = sweep_mod.Options(gpus=_gpus(gpus), max_parallel=max_parallel, retry_failed=retry_failed,
+                                skip_check=skip_check)
+    record = sweep_mod.resume(root, ref, options, _say(as_json))
+    _finish(root, record, as_json)
+
+
+@sweep.command("ls", epilog="Example:\n\n  kr sweep ls --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ls(ctx, as_json):
+    """List sweeps, newest first, with their best member."""
+    import time
+
+    from .. import sweep as sweep_mod
+    from ..run import reconcile
+
+    root = home(ctx)
+    reconcile(root)
+    rows = sweep_mod.listing(root)
+    if as_json:
+        print_json(rows)
+        return
+    table = [("SWEEP", "STATUS", "PRESET", "DONE", "BEST (final loss)", "CREATED")]
+    for r in rows:
+        best = f"{r['best']['member']} {r['best']['final_loss']:.4g} ({r['best']['params']})" if r["best"] else "–"
+        done = f"{r['done']}/{r['members']}" if r["done"] is not None else str(r["members"])
+        table.append((r["sweep_id"], r["status"], r["preset"] or "–", done, best,
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+
+
+@sweep.command("show", epilog="Example:\n\n  kr sweep show sweep-marker-0001 --json")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx, ref, as_json):
+    """A sweep's members: what each changes, status, final/min average loss, time, it/s, run."""
+    from .. import sweep as sweep_mod
+    from ..run import reconcile
+
+    root = home(ctx)
+    reconcile(root)
+    record = sweep_mod.Record.load(root, ref)
+    summary = sweep_mod.summary_json(root, record)
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"{summary['sweep_id']}: {summary['status']}  (preset {summary['preset']}; folder {summary['sweep_dir']})")
+    if summary["fixed"]:
+        click.echo(f"every member: {' '.join(summary['fixed'])}")
+    click.echo(sweep_mod.text_table(summary["members"]))
+    for label, path in summary["files"].items():
+        click.echo(f"{label}: {path}")
+
+
+@sweep.command("stop", epilog="Example:\n\n  kr sweep stop sweep-marker-0001")
+@click.argument("ref")
+@click.pass_context
+def stop(ctx, ref):
+    """Stop a sweep from another terminal: like Ctrl-C in its own (every member stops, none starts)."""
+    import os
+    import signal
+
+    from .. import run as run_mod, sweep as sweep_mod
+    from ..ledger import open_ledger
+
+    root = home(ctx)
+    record = sweep_mod.Record.load(root, ref)
+    if record.owner_alive():
+        os.kill(record.data["owner"]["pid"], signal.SIGTERM)
+        click.echo(f"asked {record.sweep_id} (kr pid {record.data['owner']['pid']}) to stop its members")
+        return
+    ledger = open_ledger(root)
+    for row in ledger.runs(sweep_id=record.sweep_id, status=["queued", "running"]):
+        final = run_mod.stop(root, row.run_id)
+        click.echo(f"{final.run_id}: {final.status}")
+    click.echo(f"{record.sweep_id} is not running")
