@@ -538,6 +538,34 @@ def checkpoint_order(output_name: str, file_name: str) -> Optional[tuple[int, in
     return (0, int(match["epoch"])) if match["epoch"] else (1, int(match["step"]))
 
 
+@dataclass(frozen=True)
+class SampleName:
+    """A parsed `sample/{output_name}_{N}_{ii}_{YYYYmmddHHMMSS}[_{seed}].png` (§4.1)."""
+    kind: str  # "epoch" (N = e{epoch:06d}; epoch 0 is sample_at_first, the base model) | "step" (N = {step:06d})
+    number: int
+    index: int  # ii: the line of the prompts file
+    stamp: str
+    seed: Optional[int]
+
+
+_SAMPLE = re.compile(r"(?P<n>e\d{6}|\d{6,})_(?P<ii>\d{2,})_(?P<stamp>\d{14})(?:_(?P<seed>\d+))?\.png$")
+
+
+def parse_sample_name(output_name: Optional[str], file_name: str) -> Optional[SampleName]:
+    """A sample image's epoch or step, prompt index and seed; None for any other file."""
+    rest = file_name
+    if output_name:
+        if not file_name.startswith(output_name + "_"):
+            return None
+        rest = file_name[len(output_name) + 1:]
+    match = _SAMPLE.fullmatch(rest)
+    if not match:
+        return None
+    n = match["n"]
+    kind, number = ("epoch", int(n[1:])) if n.startswith("e") else ("step", int(n))
+    return SampleName(kind, number, int(match["ii"]), match["stamp"], int(match["seed"]) if match["seed"] else None)
+
+
 def state_dirs(output_dir: Path, output_name: str) -> list[Path]:
     """State folders (`{name}-{epoch:06d}-state`, `{name}-step{step:08d}-state`, `{name}-state`)."""
     if not output_dir.is_dir():

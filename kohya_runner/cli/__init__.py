@@ -15,12 +15,18 @@ from ..errors import KrError
 # loads when a command runs, so `kr --help` stays fast.
 COMMANDS = {
     "base": ("kohya_runner.cli.base:base", "kr base info ~/models/sdxl_base_1.0.safetensors"),
+    "compare": ("kohya_runner.cli.report:compare", "kr compare marker-0003 marker-0004"),
     "dataset": ("kohya_runner.cli.dataset:dataset", "kr dataset check ./imgs --preset marker"),
     "demo": ("kohya_runner.cli.demo:demo", "kr demo"),
+    "doctor": ("kohya_runner.cli.doctor:doctor", "kr doctor marker --base sdxl.safetensors --smoke"),
     "presets": ("kohya_runner.cli.presets:presets", "kr presets explain marker optimizer.lr=2e-4"),
+    "release": ("kohya_runner.cli.release:release", "kr release marker-0003 --best -o ~/deliveries --policy scrub"),
     "render": ("kohya_runner.cli.render:render", "kr render marker --dataset ./imgs --base sdxl.safetensors -o ./out"),
+    "report": ("kohya_runner.cli.report:report", "kr report marker-0003   (or a sweep id)"),
     "run": ("kohya_runner.cli.run:run", "kr run marker --dataset ./imgs --base sdxl.safetensors"),
     "runs": ("kohya_runner.cli.runs:runs", "kr runs ls --status running"),
+    "sweep": ("kohya_runner.cli.sweep:sweep", "kr sweep marker --grid optimizer.lr=1e-4,3e-4 --seeds 1,2 --dry-run"),
+    "vendor": ("kohya_runner.cli.vendor:vendor", "kr vendor install --from ./sd-scripts-48d368f.tar.gz"),
 }
 
 EPILOG = """\b

@@ -259,8 +259,8 @@ def resume(ctx, ref, detach, as_json):
     execute(root, spec, options, detach=detach, as_json=as_json, skip_check=True)
 
 
-@runs.command("best", epilog="Examples:\n\n  kr runs best marker-0003\n\n  kr runs best marker-0003 --epoch 8 --json\n\n"
-              "  then: kr release marker-0003 --best")
+@runs.command("best", epilog="\b\nExamples:\n  kr runs best marker-0003\n  kr runs best marker-0003 --epoch 8 --json\n"
+              "  kr release marker-0003 --best -o ~/deliveries     (then copy it out)")
 @click.argument("ref")
 @click.option("--epoch", type=click.IntRange(min=0), help="Show this epoch's checkpoint instead of the lowest-loss one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -274,7 +274,8 @@ def best(ctx, ref, epoch, as_json):
     if as_json:
         print_json(choice.to_json())
         return
-    click.echo(f"{choice.run_id}: {len(choice.checkpoints)} checkpoints, loss = {choice.criterion} at saving")
+    count = len(choice.checkpoints)
+    click.echo(f"{choice.run_id}: {count} checkpoint{'s' if count != 1 else ''}, loss = {choice.criterion} at saving")
     rows = [("CHECKPOINT", "STEP", "LOSS", "FILE")] + [
         (c.label, "–" if c.step is None else str(c.step), "–" if c.loss is None else f"{c.loss:.4f}", c.file.name)
         for c in choice.checkpoints]

@@ -1,0 +1,260 @@
+"""A run's saved checkpoints with their losses: listing them, picking one (the user's choice or the lowest
+loss), and releasing it under a clean name with a metadata policy.
+
+The loss of a checkpoint is the one sd-scripts logged when it was saved (contract §5.2): for an epoch
+file `loss/epoch_average` at that epoch, for a step file `loss/average` at that step (the same moving
+average, so the two compare), or their validation counterparts when every checkpoint has one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from . import archive, contract, metrics
+from .errors import BadInput, Failed
+
+POLICIES = ("keep", "minimal", "scrub")
+
+
+@dataclass
+class Checkpoint:
+    file: Path
+    kind: str  # "epoch" | "step" | "final"
+    epoch: Optional[int]
+    step: Optional[int]
+    loss: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "step":
+            return f"step {self.step}"
+        if self.epoch is not None:
+            return f"epoch {self.epoch}" + (" (final)" if self.kind == "final" else "")
+        return "final"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["file"] = str(self.file)
+        data["label"] = self.label
+        return data
+
+
+@dataclass
+class Losses:
+    """Per-epoch and per-step losses of a run, from its archive (loss.csv) or its TensorBoard logs."""
+    epoch: dict[int, float]
+    step: dict[int, float]
+    epoch_validation: dict[int, float]
+    step_validation: dict[int, float]
+    series: dict[str, list]  # tag → points, for plots
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "Losses":
+        return cls.from_points(load_points(run_dir))
+
+    @classmethod
+    def from_points(cls, points: list) -> "Losses":
+        series = metrics.by_tag(points)
+
+        def table(tag: str) -> dict[int, float]:
+            return {p.step: p.value for p in metrics.last_per_step(series.get(tag, []))}
+
+        return cls(table("loss/epoch_average"), table("loss/average"), table("loss/validation/epoch_average"),
+                   table("loss/validation/step_average"), series)
+
+
+def load_points(run_dir: Path) -> list:
+    csv_path = run_dir / archive.ARCHIVE_DIR / "loss.csv"
+    if csv_path.is_file():
+        try:
+            return metrics.read_csv(csv_path)
+        except (OSError, ValueError, KeyError):
+            pass
+    return metrics.read_folder(run_dir / "logs")  # a live run, or an archive that was never written
+
+
+def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
+    """(epochs_total, steps_total) of a run, from its archive manifest or its ledger row."""
+    manifest = archive.read_manifest(run_dir) or {}
+    run = manifest.get("run") or {}
+    epochs = run.get("epochs_total") or (row.epochs_total if row is not None else None)
+    steps = run.get("steps_total") or (row.steps_total if row is not None else None)
+    return epochs, steps
+
+
+def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[int] = None,
+                     steps_total: Optional[int] = None, losses: Optional[Losses] = None) -> tuple[list[Checkpoint], str]:
+    """Every saved LoRA of the run, oldest first, each with its loss; and the loss tag used."""
+    output_dir = run_dir / "output"
+    losses = losses or Losses.of_run(run_dir)
+    steps_per_epoch = steps_total // epochs_total if epochs_total and steps_total and steps_total % epochs_total == 0 else None
+    found: list[Checkpoint] = []
+    for path in archive.lora_files(output_dir):
+        order = contract.checkpoint_order(output_name, path.name)
+        if order is not None:
+            kind, number = order
+            if kind == 0:
+                found.append(Checkpoint(path, "epoch", number, number * steps_per_epoch if steps_per_epoch else None))
+            else:
+                found.append(Checkpoint(path, "step", None, number))
+        elif path.name == contract.final_lora_name(output_name):
+            found.append(Checkpoint(path, "final", epochs_total, steps_total))
+    validation = all(_loss_of(c, losses, validation=True) is not None for c in found) and bool(found)
+    for checkpoint in found:
+        checkpoint.loss = _loss_of(checkpoint, losses, validation=validation)
+    found.sort(key=lambda c: (c.kind == "final", c.step if c.step is not None else math.inf,
+                              c.epoch if c.epoch is not None else math.inf))
+    by_epoch = any(c.epoch is not None and c.epoch in (losses.epoch_validation if validation else losses.epoch)
+                   for c in found if c.kind != "step")
+    if by_epoch or not found:
+        tag = "loss/validation/epoch_average" if validation else "loss/epoch_average"
+    else:
+        tag = "loss/validation/step_average" if validation else "loss/average"
+    return found, tag
+
+
+def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> Optional[float]:
+    by_epoch = losses.epoch_validation if validation else losses.epoch
+    by_step = losses.step_validation if validation else losses.step
+    value = None
+    if checkpoint.kind in ("epoch", "final") and checkpoint.epoch is not None:
+        value = by_epoch.get(checkpoint.epoch)
+    if value is None and checkpoint.step is not None:
+        value = by_step.get(checkpoint.step)
+    if value is None and checkpoint.kind == "final" and by_step:
+        value = by_step[max(by_step)]  # a stopped-short run: the last logged average
+    return value if value is not None and math.isfinite(value) else None
+
+
+def best(checkpoints: list[Checkpoint]) -> Optional[Checkpoint]:
+    """The lowest loss; a tie goes to the earlier checkpoint (less training, same loss)."""
+    scored = [c for c in checkpoints if c.loss is not None]
+    return min(scored, key=lambda c: c.loss) if scored else None
+
+
+@dataclass
+class Choice:
+    run_id: str
+    checkpoint: Checkpoint
+    how: str  # "best" | "epoch" | "step" | "result"
+    criterion: str
+    checkpoints: list[Checkpoint]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "how": self.how, "criterion": self.criterion,
+                "chosen": self.checkpoint.to_json(), "checkpoints": [c.to_json() for c in self.checkpoints]}
+
+
+def choose(home: Path, ref: str, *, epoch: Optional[int] = None, step: Optional[int] = None,
+           best_loss: bool = False) -> Choice:
+    """The checkpoint the user names (--epoch/--step), the lowest-loss one (--best), or the run's result."""
+    from .ledger import open_ledger
+    from .run import load_spec
+
+    row = open_ledger(home).find(ref)
+    run_dir = Path(row.run_dir)
+    if not (run_dir / "spec.json").is_file():
+        raise BadInput(f"run {row.run_id} has no spec.json ({run_dir}); it never started. Fix: pick another run")
+    spec = load_spec(run_dir)
+    epochs_total, steps_total = run_totals(run_dir, row)
+    found, tag = list_checkpoints(run_dir, spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
+    if not found:
+        raise BadInput(f"run {row.run_id} saved no LoRA file in {run_dir / 'output'} ({row.status}). "
+                       "Fix: pick a run that saved checkpoints (`kr runs ls --status succeeded`)")
+    saved = ", ".join(c.label for c in found)
+    if sum([epoch is not None, step is not None, bool(best_loss)]) > 1:
+        raise BadInput("give only one of --epoch, --step and --best. Fix: drop the others")
+    if epoch is not None:
+        match = [c for c in found if c.epoch == epoch and c.kind in ("epoch", "final")]
+        if not match:
+            raise BadInput(f"run {row.run_id} saved no checkpoint at epoch {epoch}. Fix: pick one it saved: {saved}")
+        return Choice(row.run_id, match[0], "epoch", tag, found)
+    if step is not None:
+        match = [c for c in found if c.step == step]
+        if not match:
+            raise BadInput(f"run {row.run_id} saved no checkpoint at step {step}. Fix: pick one it saved: {saved}")
+        return Choice(row.run_id, match[0], "step", tag, found)
+    if best_loss:
+        chosen = best(found)
+        if chosen is None:
+            raise BadInput(f"run {row.run_id} has no logged loss for its checkpoints ({tag}), so none is best. "
+                           "Fix: choose one with --epoch N or --step N")
+        return Choice(row.run_id, chosen, "best", tag, found)
+    result = Path(row.result_path) if row.result_path else None
+    chosen = next((c for c in found if result is not None and c.file == result), None)
+    if chosen is None:
+        chosen = next((c for c in found if c.kind == "final"), found[-1])
+    return Choice(row.run_id, chosen, "result", tag, found)
+
+
+# ----------------------------------------------------------------------------------------------
+# Releasing: a copy under a clean name with the chosen metadata policy.
+
+
+def clean_name(name: str) -> str:
+    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    if not stem.strip() or "/" in stem or "\\" in stem or stem.startswith(".") or "\x00" in stem:
+        raise BadInput(f"--name {name!r} is not a plain file name. Fix: give a name such as marker-v1 (no folders)")
+    if any(ord(ch) < 32 for ch in stem) or len(stem.encode()) > 120:
+        raise BadInput(f"--name {name!r} has control characters or is longer than 120 bytes. Fix: a short plain name")
+    return stem
+
+
+def release(home: Path, ref: str, out: Path, *, epoch: Optional[int] = None, step: Optional[int] = None,
+            best_loss: bool = False, policy: Optional[str] = None, name: Optional[str] = None,
+            force: bool = False) -> dict[str, Any]:
+    """Copy the chosen checkpoint to `out/NAME.safetensors`, its header rewritten per `policy`."""
+    from .ledger import open_ledger
+    from .run import load_spec
+
+    choice = choose(home, ref, epoch=epoch, step=step, best_loss=best_loss)
+    row = open_ledger(home).get(choice.run_id)
+    if row.active and choice.checkpoint.kind == "final":
+        raise BadInput(f"{row.run_id} is still {row.status}. Fix: wait for it to finish, or name a saved epoch")
+    spec = load_spec(Path(row.run_dir))
+    policy = policy or spec.privacy.metadata
+    if policy not in POLICIES:
+        raise BadInput(f"--policy {policy!r} is not a metadata policy. Fix: use one of {', '.join(POLICIES)}")
+    stem = clean_name(name or spec.output_name)
+    check = archive.verify_lora(choice.checkpoint.file)
+    if not check.ok:
+        raise Failed(f"{choice.checkpoint.file} is damaged: {check.problem}. Fix: release another checkpoint "
+                     f"(`kr runs best {row.run_id}` lists them)")
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / f"{stem}.safetensors"
+    if dest.exists() and dest.resolve() == choice.checkpoint.file.resolve():
+        raise BadInput(f"{dest} is the run's own checkpoint; kr never rewrites a run's files. Fix: another -o or --name")
+    if dest.exists() and not force:
+        raise BadInput(f"{dest} already exists; kr does not overwrite. Fix: --name another name, another -o, or --force")
+    tmp = out / f".{dest.name}.kr-release-{os.getpid()}.tmp"
+    try:
+        applied = _apply_policy(choice.checkpoint.file, tmp, policy, title=stem)
+        written = archive.verify_lora(tmp)
+        if not written.ok:
+            raise Failed(f"the released copy of {choice.checkpoint.file.name} failed verification: {written.problem}. "
+                         "Fix: check the free space of the folder and try again")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # a delivery, not a private temp file
+        if force:
+            os.replace(tmp, dest)
+        else:
+            os.link(tmp, dest)  # fails if the name appeared meanwhile: never overwrite
+    except FileExistsError:
+        raise BadInput(f"{dest} already exists; kr does not overwrite. Fix: --name another name or --force") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"run_id": row.run_id, "source": str(choice.checkpoint.file), "checkpoint": choice.checkpoint.to_json(),
+            "how": choice.how, "criterion": choice.criterion, "file": str(dest), "policy": policy,
+            "sha256": written.sha256, "size": written.size, "metadata_keys": sorted(written.metadata),
+            "policy_result": applied}
+
+
+def _apply_policy(src: Path, dest: Path, policy: str, *, title: str) -> dict:
+    from .privacy import apply_policy
+
+    return apply_policy(src, dest, policy, title=title) or {}
