@@ -59,12 +59,13 @@ def main() -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
                 if index:
                     timings[label].append(time.perf_counter() - start)
-        kr_s, hand_s = statistics.median(timings["kr run"]), statistics.median(timings["by hand"])
-        print(f"tiny-demo, {args.epochs} epochs ({args.epochs * 8} steps), median of {args.repeat}")
-        print(f"{'launch':<10}{'wall s':>9}  runs")
+        print(f"tiny-demo, {args.epochs} epochs ({args.epochs * 8} steps), {args.repeat} timed runs each")
+        print(f"{'launch':<10}{'median s':>9}{'best s':>9}  runs")
         for label, values in timings.items():
-            print(f"{label:<10}{statistics.median(values):>9.2f}  " + " ".join(f"{v:.2f}" for v in values))
-        print(f"overhead: {kr_s - hand_s:+.2f} s = {100 * (kr_s - hand_s) / hand_s:+.1f} % (target ≤ 2 %)")
+            print(f"{label:<10}{statistics.median(values):>9.2f}{min(values):>9.2f}  " + " ".join(f"{v:.2f}" for v in values))
+        for name, pick in (("median", statistics.median), ("best", min)):
+            kr_s, hand_s = pick(timings["kr run"]), pick(timings["by hand"])
+            print(f"overhead ({name}): {kr_s - hand_s:+.2f} s = {100 * (kr_s - hand_s) / hand_s:+.1f} % (target ≤ 2 %)")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

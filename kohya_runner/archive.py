@@ -7,7 +7,6 @@ point; the config snapshot, dataset manifest and trainer versions complete `mani
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import __version__, atomic, contract, lorafile, metrics
+from .hashing import sha256_file
 
 ARCHIVE_DIR = "archive"
 MANIFEST = "manifest.json"
@@ -91,14 +91,6 @@ def _as_float_array(np, raw: bytes, dtype: str):
     if dtype == "BF16":  # numpy has no bfloat16: widen the 16 bits into a float32's top half
         return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
     return None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import atomic, workspace
+from .hashing import sha256_file
 
 SCHEMA = "kr.cache-key/1"
 KEY_FILE = ".kr-cache.json"  # hidden: sd-scripts' `*.png` globs never see it
@@ -139,7 +140,7 @@ class HashMemo:
         known = self.entries.get(real)
         if known and known[:3] == stamp:
             return known[3]
-        value = _partial_digest(real, st.st_size) if st.st_size > BIG_FILE else _full_digest(real)
+        value = _partial_digest(real, st.st_size) if st.st_size > BIG_FILE else sha256_file(real)
         self.entries[real] = stamp + [value]
         self.dirty = True
         return value
@@ -153,14 +154,6 @@ class HashMemo:
         except OSError:
             pass  # only a speed-up
         self.dirty = False
-
-
-def _full_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _partial_digest(path: str, size: int) -> str:

@@ -1737,7 +1737,10 @@ def _orphan_caption_findings(found: DatasetScan, used: set[str]) -> list[Finding
 
 
 def _table_for(found: DatasetScan, probes: list[ImageProbe], settings: DatasetSettings) -> BucketTable | None:
-    sizes = [p.size for p in probes if p.size]
+    return _bucket_table_or_none([p.size for p in probes if p.size], settings)
+
+
+def _bucket_table_or_none(sizes: list[tuple[int, int]], settings: DatasetSettings) -> BucketTable | None:
     try:
         return bucket_table(
             sizes,
@@ -1751,7 +1754,7 @@ def _table_for(found: DatasetScan, probes: list[ImageProbe], settings: DatasetSe
             batch_size=settings.batch_size,
         )
     except BadInput:
-        return None  # already reported as bucket-settings
+        return None  # check() reports the settings themselves as bucket-settings
 
 
 def _bucket_findings(found: DatasetScan, probes: list[ImageProbe], table: BucketTable) -> list[Finding]:
@@ -2083,7 +2086,7 @@ def stats(dir: Path, settings: DatasetSettings | None = None, *, tokenizer_dir: 
         formats=_histogram(fmt or "unreadable" for fmt, _ in headers),
         resolutions=_histogram(f"{w}x{h}" for w, h in sizes),
         orientations=_histogram("square" if w == h else "landscape" if w > h else "portrait" for w, h in sizes),
-        buckets=_stats_table(sizes, settings),
+        buckets=_bucket_table_or_none(sizes, settings),
         caption_words=_summary([len(t.split()) for t in texts]),
         caption_tokens={**_summary(tokens), "method": counter.method, "limit": settings.token_limit},
         top_words=_top_words(texts, top),
@@ -2138,23 +2141,6 @@ def _top_words(texts: list[str], top: int) -> list[tuple[str, int]]:
             if word not in STOPWORDS:
                 counts[word] = counts.get(word, 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-
-
-def _stats_table(sizes: list[tuple[int, int]], settings: DatasetSettings) -> BucketTable | None:
-    try:
-        return bucket_table(
-            sizes,
-            resolution=settings.resolution,
-            enable_bucket=settings.enable_bucket,
-            min_bucket_reso=settings.min_bucket_reso,
-            max_bucket_reso=settings.max_bucket_reso,
-            bucket_reso_steps=settings.bucket_reso_steps,
-            bucket_no_upscale=settings.bucket_no_upscale,
-            num_repeats=settings.num_repeats,
-            batch_size=settings.batch_size,
-        )
-    except BadInput:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------

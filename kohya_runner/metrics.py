@@ -130,11 +130,7 @@ def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> P
         ax_loss.plot([p.step for p in current], [p.value for p in current], color="#9bb7d4", lw=0.8, label="loss/current")
     if average:
         ax_loss.plot([p.step for p in average], [p.value for p in average], color="#1f4e79", lw=1.8, label="loss/average")
-    finite = [p.value for p in current + average if math.isfinite(p.value)]
-    if finite:
-        low, high = min(finite), max(finite)
-        pad = (high - low) * 0.05 or 0.01
-        ax_loss.set_ylim(low - pad, high + pad)
+    _limit_to_finite(ax_loss, [p.value for p in current + average])
     ax_loss.set_ylabel("loss")
     ax_loss.legend(loc="upper right", frameon=False)
     ax_loss.grid(alpha=0.3)
@@ -149,6 +145,21 @@ def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> P
         ax_lr.legend(loc="upper right", frameon=False, fontsize=8)
     if title:
         ax_loss.set_title(title)
+    return _save(fig, out)
+
+
+def _limit_to_finite(ax, values: list[float]) -> None:
+    """Y limits from the finite values only: one NaN or inf point must not flatten the curves."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = (high - low) * 0.05 or 0.01
+        ax.set_ylim(low - pad, high + pad)
+
+
+def _save(fig, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
@@ -156,3 +167,37 @@ def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> P
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+class Curve(NamedTuple):
+    label: str
+    steps: list[int]
+    values: list[float]
+    ended_badly: bool = False  # drawn dashed, its last finite point marked
+
+
+def plot_overlay(curves: list[Curve], out: Path, title: str = "") -> Path:
+    """Several runs' loss/average curves on one set of axes (sweeps, comparisons)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
+    for i, curve in enumerate(curves):
+        colour = colours(i % colours.N)
+        values = [v if math.isfinite(v) else float("nan") for v in curve.values]
+        ax.plot(curve.steps, values, "--" if curve.ended_badly else "-", lw=1.6, color=colour, label=curve.label[:70])
+        last = next(((s, v) for s, v in zip(reversed(curve.steps), reversed(values)) if math.isfinite(v)), None)
+        if curve.ended_badly and last:
+            ax.plot([last[0]], [last[1]], "x", color=colour, ms=9, mew=2)
+    _limit_to_finite(ax, [v for c in curves for v in c.values])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss/average")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="upper right", frameon=False, fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out)

@@ -486,35 +486,14 @@ def loss_plot(data: RunData, out: Path) -> Optional[Path]:
 
 def plot_overlay(series: dict[str, list], out: Path, title: str = "") -> Path:
     """Several runs' loss/average curves on one set of axes; the labels make the legend."""
-    import matplotlib
+    from .metrics import Curve, last_per_step, plot_overlay as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .metrics import last_per_step
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    finite: list[float] = []
+    curves = []
     for label, points in series.items():
         points = last_per_step(points)
         if points:
-            ax.plot([p.step for p in points], [p.value for p in points], lw=1.5, label=label)
-            finite += [p.value for p in points if math.isfinite(p.value)]
-    if finite:
-        low, high = min(finite), max(finite)
-        pad = (high - low) * 0.05 or 0.01
-        ax.set_ylim(low - pad, high + pad)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss/average")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(loc="upper right", frameon=False, fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+            curves.append(Curve(label, [p.step for p in points], [p.value for p in points]))
+    return plot(curves, out, title)
 
 
 def show(value: Any) -> str:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -289,6 +289,7 @@ class Supervisor:
         # The shared cache folder's lock taken by launch(); dropped once the caching phase is over.
         self.cache_lock = getattr(process, "kr_cache_lock", None)
         self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
+        self.archive_inputs = ArchiveInputs(self.run_dir, self.row, self.spec)
 
     def request_stop(self) -> None:
         """Ctrl-C or `kr runs stop`: a second request skips straight to the harder signals."""
@@ -340,7 +341,8 @@ class Supervisor:
         # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
         stopped = self.stop_requested or bool(self.ledger.get(self.row.run_id).stop_requested)
         return finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
-                        diverged=self.diverged, spec=self.spec, resources=self.resources)
+                        diverged=self.diverged, spec=self.spec, resources=self.resources,
+                        inputs=self.archive_inputs.result())
 
     def _consume(self, splitter: SegmentSplitter, data: bytes) -> None:
         for segment in splitter.feed(data) if data else ():
@@ -405,11 +407,40 @@ def _finite(value: Optional[float]) -> Optional[float]:
 # Finishing: outcome, result, archive, ledger.
 
 
+class ArchiveInputs:
+    """What the archive needs that does not depend on the outcome (the dataset manifest, the trainer's
+    package versions) plus the plotting imports, done in a thread while the trainer runs, so that kr's
+    work after the trainer exits stays short."""
+
+    def __init__(self, run_dir: Path, row: RunRow, spec: Spec):
+        self._values: dict = {}
+        self._thread = threading.Thread(target=self._work, args=(run_dir, row, spec), daemon=True)
+        self._thread.start()
+
+    def _work(self, run_dir: Path, row: RunRow, spec: Spec) -> None:
+        self._values["dataset"] = _dataset_manifest(spec)
+        self._values["versions"] = trainer_versions(run_dir, row)
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401  (warm: the loss plot needs it at the end)
+            from tensorboard.compat.proto import event_pb2  # noqa: F401
+        except Exception:
+            pass
+
+    def result(self) -> dict:
+        self._thread.join()
+        return self._values
+
+
 def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[int], *, stop_requested: bool,
-             diverged: bool, spec: Spec, resources: Optional[Resources] = None) -> RunRow:
+             diverged: bool, spec: Spec, resources: Optional[Resources] = None,
+             inputs: Optional[dict] = None) -> RunRow:
     ledger = open_ledger(home)
     row = ledger.get(run_id)
     run_dir = Path(row.run_dir)
+    inputs = inputs or {}
     output_dir = run_dir / "output"
     final = output_dir / contract.final_lora_name(spec.output_name)
     outcome = classify(progress, returncode, final.is_file(), stop_requested=stop_requested, diverged=diverged, spec=spec)
@@ -422,7 +453,9 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[i
              "epochs_total": progress.epochs_total, "resumed_from": row.resumed_from},
         spec=spec, outcome={"status": outcome.status, "reason": outcome.reason, "message": outcome.message,
                             "hint": outcome.hint},
-        result=result, dataset_manifest=_dataset_manifest(spec), trainer_versions=trainer_versions(run_dir, row))
+        result=result,
+        dataset_manifest=inputs["dataset"] if "dataset" in inputs else _dataset_manifest(spec),
+        trainer_versions=inputs.get("versions") or trainer_versions(run_dir, row))
     final_loss = manifest["losses"].get("final_average_loss", _finite(progress.avr_loss))
     ledger.finish(run_id, outcome.status, reason=outcome.reason, hint=_message(outcome), exit_code=returncode,
                   result_path=str(result) if result else None, steps_done=progress.steps_done or row.steps_done,

@@ -560,7 +560,7 @@ def _cache_rules(spec: Spec) -> list[Problem]:
             if getattr(d, field):
                 out.append(Problem(f"dataset.{field}", getattr(d, field),
                                    "changes captions every step, so cached text-encoder outputs would be wrong",
-                                   f"turn it off or set precision.cache_text_encoder_outputs=false"))
+                                   "turn it off or set precision.cache_text_encoder_outputs=false"))
     latent_cache = p.cache_latents or p.cache_latents_to_disk
     for field in ("color_aug", "random_crop"):
         if latent_cache and getattr(d, field):

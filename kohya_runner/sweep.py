@@ -1059,41 +1059,14 @@ def overlay(record: Record, rows: list[ResultRow], varying: list[str]) -> Option
                 curves.append((r, points))
     if not curves:
         return None
-    import matplotlib
+    from .metrics import Curve, plot_overlay
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
-    finite_values = []
-    for i, (r, points) in enumerate(curves):
-        steps = [s for s, _ in points]
-        values = [v if math.isfinite(v) else float("nan") for _, v in points]
-        finite_values += [v for v in values if math.isfinite(v)]
-        style = {"diverged": "--", "stopped": ":", "failed": ":", "crashed": ":"}.get(r.run.status, "-")
-        ax.plot(steps, values, style, lw=1.6, color=colours(i % colours.N),
-                label=f"{r.member.label} {r.member.describe(varying)}"[:70] + ("" if r.run.status == "succeeded" else f" [{r.run.status}]"))
-        if r.run.status == "diverged" and steps:
-            last = next((v for v in reversed(values) if math.isfinite(v)), None)
-            if last is not None:
-                ax.plot([steps[-1]], [last], "x", color=colours(i % colours.N), ms=9, mew=2)
-    if finite_values:
-        low, high = min(finite_values), max(finite_values)
-        pad = (high - low) * 0.05 or 0.01
-        ax.set_ylim(low - pad, high + pad)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss/average")
-    ax.set_title(record.sweep_id)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=7, frameon=False)
-    fig.tight_layout()
-    out = record.sweep_dir / OVERLAY_PNG
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    lines = []
+    for r, points in curves:
+        status = "" if r.run.status == "succeeded" else f" [{r.run.status}]"
+        lines.append(Curve(f"{r.member.label} {r.member.describe(varying)}"[:70] + status, [s for s, _ in points],
+                           [v for _, v in points], ended_badly=r.run.status != "succeeded"))
+    return plot_overlay(lines, record.sweep_dir / OVERLAY_PNG, record.sweep_id)
 
 
 def write_results(home: Path, record: Record) -> dict[str, Any]:

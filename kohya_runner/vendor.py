@@ -20,6 +20,8 @@ stays cheap for the CLI.
 
 from __future__ import annotations
 
+from .hashing import sha256_file
+
 import json
 import os
 import sys
@@ -856,7 +858,7 @@ def bundle(
         manifest["members"] = _member_hashes(root)
         _write_json_atomic(root / "manifest.json", manifest)
         _write_tar(root, out_file)
-    digest = _sha256_file(out_file)
+    digest = sha256_file(out_file)
     return BundleResult(out_file, digest, out_file.stat().st_size, len(manifest["members"]))
 
 
@@ -943,16 +945,6 @@ def _python_version(python: str) -> str | None:
     return result.stdout.strip() or None
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _member_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under root ("link:<target>" for a symlink), manifest.json itself excepted."""
     hashes = {}
@@ -960,7 +952,7 @@ def _member_hashes(root: Path) -> dict[str, str]:
         rel = path.relative_to(root).as_posix()
         if rel == "manifest.json" or (path.is_dir() and not path.is_symlink()):
             continue
-        hashes[rel] = f"link:{os.readlink(path)}" if path.is_symlink() else _sha256_file(path)
+        hashes[rel] = f"link:{os.readlink(path)}" if path.is_symlink() else sha256_file(path)
     return hashes
 
 

@@ -26,7 +26,7 @@ from diffusers.loaders import single_file_utils as sfu  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from kohya_runner import bases  # noqa: E402
-from kohya_runner.archive import sha256_file  # noqa: E402
+from kohya_runner.hashing import sha256_file  # noqa: E402
 from kohya_runner.errors import BadInput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,9 +3,7 @@ and reading every TensorBoard point."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing
-import time
 from pathlib import Path
 
 import pytest
