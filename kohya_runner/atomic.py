@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 
-def _temp_copy(path: Path, data: bytes) -> str:
-    """`data` durably in a temp file beside `path`; the caller moves it into place."""
+def _temp_copy(path: Path, data: bytes | None = None, source: Path | None = None) -> str:
+    """`data` (or the content of `source`, streamed) durably in a temp file beside `path`; the caller
+    moves it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if source is not None:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -22,14 +28,22 @@ def _temp_copy(path: Path, data: bytes) -> str:
     return tmp
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    tmp = _temp_copy(path, data)
+def _replace(tmp: str, path: Path) -> Path:
     try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return _replace(_temp_copy(path, data), path)
+
+
+def copy_file(source: Path, path: Path) -> Path:
+    """A copy of `source` at `path`, streamed (LoRAs and bases can be large)."""
+    return _replace(_temp_copy(path, source=source), path)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -44,3 +58,21 @@ def write_new(path: Path, data: bytes) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def swap_dir(staging: Path, target: Path) -> bool:
+    """Rename a fully built `staging` folder to `target`. An existing target is kept until the rename
+    succeeded (and put back if it fails). Returns whether one was replaced."""
+    if not target.exists() and not target.is_symlink():
+        os.rename(staging, target)
+        return False
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.kr-old-", dir=target.parent))
+    os.rename(target, old / "previous")
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old / "previous", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    return True

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from . import lorafile
+from . import atomic, lorafile
 from .errors import BadInput
 
 POLICIES = ("keep", "minimal", "scrub")
@@ -142,7 +142,7 @@ def apply_policy(src: Path, dest: Path, policy: str, *, title: Optional[str] = N
                        "safetensors LoRAs. Fix: check the file (kr runs show lists the run's LoRA checks)") from None
     new, report = policy_metadata(metadata, policy, title)
     if policy == "keep" and title is None:
-        _copy_atomic(src, dest)
+        atomic.copy_file(src, dest)
         model_hash, legacy_hash = metadata.get("sshs_model_hash"), metadata.get("sshs_legacy_hash")
     else:
         model_hash, legacy_hash = _write_with_metadata(src, 8 + header_len, index, new, dest)
@@ -191,18 +191,3 @@ def _write_with_metadata(src: Path, data_start: int, index: dict, metadata: dict
         Path(tmp).unlink(missing_ok=True)
         raise
     return model_hash, legacy_hash
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
-            shutil.copyfileobj(source, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-

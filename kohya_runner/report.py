@@ -567,6 +567,20 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _staged(out: Path, started: float, build) -> dict:
+    """Build a report in a staging folder and swap it in; readers never see half a report."""
+    stage = Staging(out)
+    try:
+        result = build(stage)
+        stage.commit()
+    except BaseException:
+        stage.abort()
+        raise
+    result.update(out=str(out), html=str(out / PAGE), sheet=str(out / SHEET) if result["sheet_layout"] else None,
+                  seconds=round(time.perf_counter() - started, 3))
+    return result
+
+
 def _template(name: str):
     import jinja2
 
@@ -606,16 +620,7 @@ def run_report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, An
     row = open_ledger(home).find(ref)
     data = load_run(row)
     out = Path(out) if out is not None else data.run_dir / REPORT_DIR
-    stage = Staging(out)
-    try:
-        result = _run_report(home, data, stage)
-        stage.commit()
-    except BaseException:
-        stage.abort()
-        raise
-    result.update(out=str(out), html=str(out / PAGE), sheet=str(out / SHEET) if result["sheet_layout"] else None,
-                  seconds=round(time.perf_counter() - started, 3))
-    return result
+    return _staged(out, started, lambda stage: _run_report(home, data, stage))
 
 
 def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
@@ -778,16 +783,7 @@ def compare_report(home: Path, refs: list[str], out: Optional[Path] = None, *, t
         digest = hashlib.sha1(" ".join(r.run_id for r in runs).encode()).hexdigest()[:8]
         out = workspace.home(home) / "reports" / f"compare-{runs[0].run_id}-{len(runs)}runs-{digest}"
     out = Path(out)
-    stage = Staging(out)
-    try:
-        result = _compare_report(runs, stage, title or f"comparison of {len(runs)} runs", sweep)
-        stage.commit()
-    except BaseException:
-        stage.abort()
-        raise
-    result.update(out=str(out), html=str(out / PAGE), sheet=str(out / SHEET) if result["sheet_layout"] else None,
-                  seconds=round(time.perf_counter() - started, 3))
-    return result
+    return _staged(out, started, lambda stage: _compare_report(runs, stage, title or f"comparison of {len(runs)} runs", sweep))
 
 
 def sweep_report(home: Path, sweep_id: str, out: Optional[Path] = None) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohya_runner import atomic
 from kohya_runner.errors import BadInput, Failed
 
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
@@ -204,25 +204,10 @@ def _write_folder(target: Path, files: dict[str, str]) -> Path:
     try:
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
-        _swap_into_place(staging, target)
+        atomic.swap_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.kr-old-", dir=target.parent))
-    os.rename(target, old / "previous")
-    try:
-        os.rename(staging, target)
-    except OSError:
-        os.rename(old / "previous", target)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --- status -----------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ stays cheap for the CLI.
 
 from __future__ import annotations
 
-from .hashing import sha256_file
-
 import json
 import os
 import sys
@@ -30,7 +28,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kohya_runner import atomic
 from kohya_runner.errors import BadInput, Failed
+from kohya_runner.hashing import sha256_file
 from kohya_runner.gittree import (
     ArchiveError,
     Difference,
@@ -360,43 +360,13 @@ def _staging_dir(dest: Path, label: str = "new") -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _swap_into_place(staging: Path, dest: Path) -> bool:
-    """Rename staging to dest; an existing dest is kept until the rename succeeded. Returns whether one was replaced."""
-    import shutil
-    import tempfile
-
-    if not dest.exists() and not dest.is_symlink():
-        os.rename(staging, dest)
-        return False
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.kr-old-", dir=dest.parent))
-    os.rename(dest, old / "previous")
-    try:
-        os.rename(staging, dest)
-    except OSError:
-        os.rename(old / "previous", dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return True
-
-
 def _refuse_existing(dest: Path, force: bool, what: str, fix: str) -> None:
     if (dest.exists() or dest.is_symlink()) and not force:
         raise BadInput(f"{what} already exists at {dest}. {fix}")
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _now() -> str:
@@ -544,7 +514,7 @@ def _finish_install(staging: Path, dest: Path, entries: Entries, tree: str, comm
         "source": source,
         "files": entries_to_json(entries),
     }
-    replaced = _swap_into_place(staging, dest)
+    replaced = atomic.swap_dir(staging, dest)
     _write_json_atomic(record_path(dest), record)
     return InstallResult(dest, tree, commit, record_path(dest), len(entries), replaced)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kohya_runner.cli import cli
 
 
 @pytest.fixture
@@ -33,6 +32,19 @@ def dataset_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def style_images(tmp_path) -> Path:
+    """Three small captioned images: enough for the fault stand-in, which does not read them."""
+    from PIL import Image
+
+    folder = tmp_path / "style"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(f"in the style of TOK, a shape {i}")
+    return folder
+
+
+@pytest.fixture
 def base_file(tmp_path) -> Path:
     path = tmp_path / "base.safetensors"
     path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
@@ -46,8 +58,6 @@ class Kr:
         self.home = home
 
     def __call__(self, *args: str, ok: bool | None = None):
-        from kohya_runner.cli import main
-
         runner = CliRunner()
         result = runner.invoke(_Main(), [str(a) for a in args], catch_exceptions=False, env={"KR_HOME": str(self.home)})
         if ok is True:

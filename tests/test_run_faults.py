@@ -20,23 +20,11 @@ from kohya_runner.run import group_alive
 
 
 @pytest.fixture
-def images(tmp_path) -> Path:
-    from PIL import Image
-
-    folder = tmp_path / "style"
-    folder.mkdir()
-    for i in range(3):
-        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(folder / f"img{i}.png")
-        (folder / f"img{i}.txt").write_text(f"in the style of TOK, a shape {i}")
-    return folder
-
-
-@pytest.fixture
-def launch(tmp_path, images, base_file, fault_checkout, home):
+def launch(tmp_path, style_images, base_file, fault_checkout, home):
     """Run `kr run marker …` against the fault stand-in; returns (completed process, ledger row)."""
 
     def go(fault: str, *extra: str, timeout: float = 120, env: dict | None = None):
-        result = run_kr("run", "marker", "--dataset", images, "--base", base_file, "training.epochs=2", *extra,
+        result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, "training.epochs=2", *extra,
                         env={"KR_FAULT": fault, **(env or {})}, timeout=timeout)
         return result, last_run()
 
@@ -128,8 +116,8 @@ def test_exit_0_without_model_is_a_failure(launch):
     assert data["run"]["status"] == "failed" and data["run"]["reason"] == "no_model"
 
 
-def _start_detached(images, base_file, fault, extra=()):
-    result = run_kr("run", "marker", "--dataset", images, "--base", base_file, "training.epochs=3", *extra, "--detach",
+def _start_detached(style_images, base_file, fault, extra=()):
+    result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, "training.epochs=3", *extra, "--detach",
                     "--json", env={"KR_FAULT": fault})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["run_id"]
@@ -146,8 +134,8 @@ def _wait_for(run_id, predicate, timeout=60.0):
 
 
 @pytest.mark.parametrize("fault", ["hang", "hang_child"])
-def test_hang_then_stop_empties_the_process_group(fault, launch, images, base_file):
-    run_id = _start_detached(images, base_file, fault)
+def test_hang_then_stop_empties_the_process_group(fault, launch, style_images, base_file):
+    run_id = _start_detached(style_images, base_file, fault)
     row = _wait_for(run_id, lambda r: r["status"] == "running" and r["steps_total"])
     started = time.monotonic()
     result = run_kr("runs", "stop", run_id, "--timeout", "1", "--json")
@@ -158,9 +146,9 @@ def test_hang_then_stop_empties_the_process_group(fault, launch, images, base_fi
     assert not group_alive(row["pgid"])  # SIGINT was ignored: SIGTERM ended it, and its worker too
 
 
-def test_ctrl_c_stops_and_the_newest_checkpoint_is_the_result(tmp_path, images, base_file, fault_checkout, home):
+def test_ctrl_c_stops_and_the_newest_checkpoint_is_the_result(tmp_path, style_images, base_file, fault_checkout, home):
     env = {**os.environ, "KR_FAULT": "slow"}
-    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(images), "--base",
+    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
                            str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
     try:
@@ -189,10 +177,10 @@ def _wait_for_latest(predicate, timeout=60.0):
     raise AssertionError("timed out")
 
 
-def test_kr_killed_mid_run_is_reconciled(images, base_file, fault_checkout, home):
+def test_kr_killed_mid_run_is_reconciled(style_images, base_file, fault_checkout, home):
     # 16 steps of 0.5 s: the trainer is still mid-run when kr is killed, however loaded the machine is
     env = {**os.environ, "KR_FAULT": "slow", "KR_FAULT_DELAY": "0.5"}
-    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(images), "--base",
+    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
                            str(base_file), "training.epochs=4"], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     row = _wait_for_latest(lambda r: r["status"] == "running" and (r["steps_done"] or 0) >= 1)
@@ -209,8 +197,8 @@ def test_kr_killed_mid_run_is_reconciled(images, base_file, fault_checkout, home
     assert final["manifest"]["result"] == "output/marker.safetensors"
 
 
-def test_kr_killed_and_trainer_killed_is_crashed(images, base_file, fault_checkout, home):
-    run_id = _start_detached(images, base_file, "slow")
+def test_kr_killed_and_trainer_killed_is_crashed(style_images, base_file, fault_checkout, home):
+    run_id = _start_detached(style_images, base_file, "slow")
     row = _wait_for(run_id, lambda r: r["status"] == "running" and r["pid"])
     os.kill(row["supervisor_pid"], signal.SIGKILL)
     os.killpg(row["pgid"], signal.SIGKILL)
@@ -221,8 +209,8 @@ def test_kr_killed_and_trainer_killed_is_crashed(images, base_file, fault_checko
     assert final["status"] == "crashed"
 
 
-def test_trainer_killed_by_sigkill_is_crashed_with_oom_killer_hint(images, base_file, fault_checkout, home):
-    run_id = _start_detached(images, base_file, "slow")
+def test_trainer_killed_by_sigkill_is_crashed_with_oom_killer_hint(style_images, base_file, fault_checkout, home):
+    run_id = _start_detached(style_images, base_file, "slow")
     row = _wait_for(run_id, lambda r: r["status"] == "running" and r["pid"])
     os.kill(row["pid"], signal.SIGKILL)  # what the kernel's OOM killer does
     final = _wait_for(run_id, lambda r: r["status"] not in ("running", "queued"))
@@ -230,17 +218,17 @@ def test_trainer_killed_by_sigkill_is_crashed_with_oom_killer_hint(images, base_
     assert final["exit_code"] == -9
 
 
-def test_missing_sd_scripts_is_a_clear_error(images, base_file, home, monkeypatch, tmp_path):
+def test_missing_sd_scripts_is_a_clear_error(style_images, base_file, home, monkeypatch, tmp_path):
     monkeypatch.setenv("KR_SD_SCRIPTS", str(tmp_path / "nowhere"))
-    result = run_kr("run", "marker", "--dataset", images, "--base", base_file)
+    result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file)
     assert result.returncode == 2 and "sd-scripts is not installed" in result.stderr and "kr vendor install" in result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads(run_kr("runs", "ls", "--json").stdout) == []  # nothing was created
 
 
-def test_privacy_options_are_refused_before_launch(images, base_file, fault_checkout, home):
+def test_privacy_options_are_refused_before_launch(style_images, base_file, fault_checkout, home):
     for override in ("sd_scripts.log_with=wandb", "sd_scripts.huggingface_repo_id=me/lora", "sd_scripts.wandb_api_key=x"):
-        result = run_kr("run", "marker", "--dataset", images, "--base", base_file, override)
+        result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, override)
         assert result.returncode == 2 and "refused" in result.stderr, result.stderr
-    assert run_kr("run", "marker", "--dataset", images, "--base", "stabilityai/sdxl").returncode == 2
+    assert run_kr("run", "marker", "--dataset", style_images, "--base", "stabilityai/sdxl").returncode == 2
     assert json.loads(run_kr("runs", "ls", "--json").stdout) == []

@@ -360,18 +360,6 @@ def seeded_checkout(tmp_path, home, monkeypatch):
     assert not no_process_left(str(checkout))
 
 
-@pytest.fixture
-def style_images(tmp_path) -> Path:
-    from PIL import Image
-
-    folder = tmp_path / "style"
-    folder.mkdir()
-    for i in range(3):
-        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(folder / f"img{i}.png")
-        (folder / f"img{i}.txt").write_text(f"in the style of TOK, a shape {i}")
-    return folder
-
-
 def test_failing_members_do_not_stop_the_others_and_resume_retries_them(seeded_checkout, style_images, base_file, home):
     env = {"KR_HOME": str(home), "KR_FAULT_SEED_2": "crash"}
     args = ["sweep", "marker", "--dataset", style_images, "--base", base_file, "--seeds", "1,2", "--grid",
