@@ -1,0 +1,38 @@
+"""Sample prompts: how the spec's subjects, template and variants become the lines sd-scripts samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Spec
+
+
+def render_prompt(spec: Spec, subject: str, template: str | None = None) -> str:
+    """A sampling subject as the full prompt, e.g. 'in the style of TOK, a man thinking'."""
+    return (template or spec.sampling.template).format(subject=subject, trigger=spec.dataset.trigger or "")
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """One line of the sample prompts file: which subject, in which form (sd-scripts numbers them 00, 01, …)."""
+    index: int
+    subject_index: int
+    subject: str
+    kind: str  # "trigger" | "no-trigger" | "variant-1", "variant-2", …
+    text: str
+    seed: int
+
+
+def sample_prompts(spec: Spec) -> list[SamplePrompt]:
+    """Every subject with the trigger, then without it, then in each reworded variant. A subject keeps one
+    seed in all its forms and in every run, so sheets compare like with like."""
+    s = spec.sampling
+    forms = [("trigger", s.template)]
+    if s.without_trigger and spec.dataset.trigger:
+        forms.append(("no-trigger", s.untriggered_template))
+    forms += [(f"variant-{i + 1}", template) for i, template in enumerate(s.variants)]
+    prompts = []
+    for kind, template in forms:
+        for i, subject in enumerate(s.prompts):
+            prompts.append(SamplePrompt(len(prompts), i, subject, kind, render_prompt(spec, subject, template), s.seed + i))
+    return prompts
