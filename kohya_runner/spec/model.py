@@ -224,8 +224,8 @@ class TrainingSpec(Group):
                                        "bright images; about 0.0357 (noise_offset)")
     adaptive_noise_scale: float | None = Field(None, ge=0.0, le=1.0, description="adds to noise_offset in proportion "
                                                "to each image's mean; needs noise_offset (adaptive_noise_scale)")
-    multires_noise_iterations: int | None = Field(None, ge=1, le=20, description="multi-resolution (pyramid) noise: "
-                                                  "number of levels, about 6–10 (multires_noise_iterations)")
+    multires_noise_iterations: int | None = Field(None, ge=1, le=20, description="pyramid noise at several "
+                                                  "resolutions: number of levels, about 6–10 (multires_noise_iterations)")
     multires_noise_discount: float | None = Field(None, gt=0.0, le=1.0, description="multi-resolution noise: how much "
                                                   "weaker each level is, about 0.3 (multires_noise_discount)")
     ip_noise_gamma: float | None = Field(None, ge=0.0, le=1.0, description="input perturbation noise strength, about "
@@ -372,8 +372,8 @@ class LoggingSpec(Group):
 
 
 class PrivacySpec(Group):
-    metadata: MetadataPolicy = Field("minimal", description="what LoRA headers keep: keep (all), minimal "
-                                     "(hyperparameters only, no_metadata) or scrub (no captions, folders, names)")
+    metadata: MetadataPolicy = Field("minimal", description="what LoRA headers keep: keep = all, minimal = the "
+                                     "network shape only (no_metadata), scrub = settings without captions or names")
     training_comment: str | None = Field(None, max_length=1000, description="a note stored in the LoRA header "
                                          "(training_comment)")
 

@@ -1,11 +1,10 @@
-"""The run spec: types, ranges, cross-field rules and the messages users see."""
+"""The run spec: types, ranges, cross-field rules and the messages users see (spec/model, rules, errors)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kohya_runner.errors import BadInput
-from kohya_runner.spec import Spec, SpecError, build_spec, coerce_value, parse_override
+from kohya_runner.spec import Spec, SpecError, build_spec
 
 
 def problems(data: dict) -> list[str]:
@@ -113,54 +112,8 @@ def test_prompts_checked_one_by_one():
     assert "prompt 2" in message
 
 
-def test_overrides_typed_by_spec():
-    assert parse_override("optimizer.lr=2e-4").value == 2e-4
-    assert parse_override("network.unet_only=false").value is False
-    assert parse_override("dataset.trigger=123").value == "123"  # a string field keeps the text
-    assert parse_override("dataset.trigger=none").value is None
-    assert parse_override("sampling.prompts=[\"a cat\", \"a dog\"]").value == ["a cat", "a dog"]
-    assert parse_override("optimizer.args.weight_decay=0.1").value == 0.1
-    assert parse_override("optimizer.args.betas=0.9,0.99").value == "0.9,0.99"
-    assert coerce_value(("sd_scripts", "noise_offset_random_strength"), "true") is True
-
-
-@pytest.mark.parametrize("text, hint", [
-    ("optimizer.lrr=1", "did you mean 'optimizer.lr'?"),
-    ("optimiser.lr=1", "did you mean 'optimizer'?"),
-    ("noequals", "key.path=value"),
-    ("optimizer=1", "names a whole group"),
-    ("optimizer.lr.x=1", "has no sub-keys"),
-])
-def test_bad_override_messages(text, hint):
-    with pytest.raises(BadInput) as info:
-        parse_override(text)
-    assert hint in info.value.message
-
-
-def test_prompt_template_placeholders():
-    spec = build_spec({"sampling": {"prompts": ["a cat"], "template": "{subject}, by {trigger}"}})
-    from kohya_runner.spec import render_prompt
-    assert render_prompt(spec, "a cat") == "a cat, by TOK"
-    assert "placeholders" in problems({"sampling": {"template": "{subject} {artist}"}})[0]
-    assert "{subject}" in problems({"sampling": {"template": "no subject"}})[0]
-
-
 def test_spec_group_defaults_are_complete():
     # Every group is present and independent (no shared mutable defaults between specs).
     a, b = Spec(), Spec()
     a.optimizer.args["x"] = 1
     assert b.optimizer.args == {}
-
-
-def test_sample_prompts_trigger_ablation_and_variants():
-    from kohya_runner.spec import sample_prompts
-
-    spec = build_spec({"sampling": {"prompts": ["a cat", "a dog"], "variants": ["{subject}, {trigger} style"], "seed": 10}})
-    prompts = sample_prompts(spec)
-    assert [(p.index, p.kind, p.text, p.seed) for p in prompts] == [
-        (0, "trigger", "in the style of TOK, a cat", 10), (1, "trigger", "in the style of TOK, a dog", 11),
-        (2, "no-trigger", "a cat", 10), (3, "no-trigger", "a dog", 11),
-        (4, "variant-1", "a cat, TOK style", 10), (5, "variant-1", "a dog, TOK style", 11)]
-    off = build_spec({"sampling": {"prompts": ["a cat"], "without_trigger": False}})
-    assert [p.kind for p in sample_prompts(off)] == ["trigger"]
-    assert "variant 1" in problems({"sampling": {"variants": ["no subject here"]}})[0]

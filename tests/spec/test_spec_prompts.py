@@ -1,0 +1,32 @@
+"""Sample prompts: templates, the trigger ablation and variants (spec/prompts.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kohya_runner.spec import SpecError, build_spec, render_prompt, sample_prompts
+
+
+def problems(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        build_spec(data)
+    return [p.render() for p in info.value.problems]
+
+
+def test_prompt_template_placeholders():
+    spec = build_spec({"sampling": {"prompts": ["a cat"], "template": "{subject}, by {trigger}"}})
+    assert render_prompt(spec, "a cat") == "a cat, by TOK"
+    assert "placeholders" in problems({"sampling": {"template": "{subject} {artist}"}})[0]
+    assert "{subject}" in problems({"sampling": {"template": "no subject"}})[0]
+
+
+def test_sample_prompts_trigger_ablation_and_variants():
+    spec = build_spec({"sampling": {"prompts": ["a cat", "a dog"], "variants": ["{subject}, {trigger} style"], "seed": 10}})
+    prompts = sample_prompts(spec)
+    assert [(p.index, p.kind, p.text, p.seed) for p in prompts] == [
+        (0, "trigger", "in the style of TOK, a cat", 10), (1, "trigger", "in the style of TOK, a dog", 11),
+        (2, "no-trigger", "a cat", 10), (3, "no-trigger", "a dog", 11),
+        (4, "variant-1", "a cat, TOK style", 10), (5, "variant-1", "a dog, TOK style", 11)]
+    off = build_spec({"sampling": {"prompts": ["a cat"], "without_trigger": False}})
+    assert [p.kind for p in sample_prompts(off)] == ["trigger"]
+    assert "variant 1" in problems({"sampling": {"variants": ["no subject here"]}})[0]
