@@ -12,13 +12,13 @@ import copy
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import atomic, workspace
 from ._toml import TOMLDecodeError, load_file
 from .errors import BadInput
 from .resources import data_dir
-from .spec import Spec, build_spec, leaf_paths, parse_override
+from .spec import Override, Spec, annotation_at, build_spec, describe, is_group, leaf_paths, parse_override
 
 HEADER = "preset"
 HEADER_KEYS = {"description", "intended_use", "dataset_size", "vram", "sd_scripts_commit", "extends"}
@@ -59,7 +59,8 @@ def builtin_dir() -> Path:
 
 
 def available(home: Path) -> list[PresetFile]:
-    """Built-in and user presets; a user preset with a built-in's name shadows it."""
+    """Built-in and user presets; a user preset with a built-in's name shadows it. Raises BadInput for an
+    unreadable preset file."""
     found: dict[str, PresetFile] = {}
     for origin, folder in (("built-in", builtin_dir()), ("user", workspace.presets_dir(home))):
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
@@ -67,8 +68,9 @@ def available(home: Path) -> list[PresetFile]:
     return sorted(found.values(), key=lambda p: (p.origin != "built-in", p.name))
 
 
-def locate(name: str, home: Path, relative_to: Optional[Path] = None) -> tuple[Path, str]:
-    """A preset by path or by name (users also type `marker-preset` for `marker`)."""
+def locate(name: str, home: Path, relative_to: Path | None = None) -> tuple[Path, str]:
+    """A preset by path or by name (users also type `marker-preset` for `marker`), and its origin.
+    Raises BadInput for a missing file or an unknown name (with a suggestion)."""
     as_path = Path(name).expanduser()
     if relative_to is not None and not as_path.is_absolute():
         as_path = relative_to / as_path
@@ -91,6 +93,7 @@ def locate(name: str, home: Path, relative_to: Optional[Path] = None) -> tuple[P
 
 
 def load_file_layer(path: Path, origin: str) -> PresetFile:
+    """One preset file as header and body. Raises BadInput for unreadable TOML or unknown header keys."""
     try:
         data = load_file(path)
     except TOMLDecodeError as e:
@@ -108,7 +111,7 @@ def load_file_layer(path: Path, origin: str) -> PresetFile:
 
 
 def load_chain(name: str, home: Path) -> list[PresetFile]:
-    """The preset and everything it extends, base first."""
+    """The preset and everything it extends, base first. Raises BadInput for a loop or a bad `extends`."""
     chain: list[PresetFile] = []
     seen: set[Path] = set()
     path, origin = locate(name, home)
@@ -131,10 +134,11 @@ def load_chain(name: str, home: Path) -> list[PresetFile]:
 # Layering.
 
 
-def resolve(name: str, home: Path, overrides: list[str] = (), given: Optional[dict[str, Any]] = None) -> Resolved:
+def resolve(name: str, home: Path, overrides: list[str] = (), given: dict[str, Any] | None = None) -> Resolved:
     """The validated spec for preset `name` with command-line values and overrides on top.
 
     `given` holds values from dedicated options such as --dataset and --base ({"dataset.dir": …}).
+    Raises BadInput for a preset or override that cannot be read, SpecError (a BadInput) for an invalid spec.
     """
     chain = load_chain(name, home)
     data: dict[str, Any] = {"name": chain[-1].name}
@@ -155,7 +159,8 @@ def resolve(name: str, home: Path, overrides: list[str] = (), given: Optional[di
 
 def workspace_layer(home: Path) -> dict[str, Any]:
     """`<home>/config.toml`: spec-group tables (e.g. `[privacy] metadata = "scrub"`) applied to every run of
-    this workspace, above kr's defaults and below the presets. Missing file: no layer."""
+    this workspace, above kr's defaults and below the presets. Missing file: no layer.
+    Raises BadInput for unreadable TOML or a table or key the spec does not have."""
     path = workspace.config_file(home)
     if not path.is_file():
         return {}
@@ -165,8 +170,6 @@ def workspace_layer(home: Path) -> dict[str, Any]:
         raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names") from None
     except OSError as e:
         raise BadInput(f"cannot read the workspace config {path}: {e.strerror}") from None
-    from .spec import annotation_at
-
     for group, table in body.items():
         if group not in GROUPS or not isinstance(table, dict):
             close = difflib.get_close_matches(group, sorted(GROUPS), n=1)
@@ -181,8 +184,8 @@ def workspace_layer(home: Path) -> dict[str, Any]:
     return body
 
 
-def parse_overrides(texts: list[str]) -> list:
-    """All overrides parsed; every bad one is reported at once."""
+def parse_overrides(texts: list[str]) -> list[Override]:
+    """All overrides parsed. Raises BadInput naming every bad one at once."""
     parsed, problems = [], []
     for text in texts:
         try:
@@ -206,7 +209,7 @@ def _source_key(path: tuple[str, ...]) -> str:
     return ".".join(path)
 
 
-GROUPS = {name for name, f in Spec.model_fields.items() if isinstance(f.annotation, type) and hasattr(f.annotation, "model_fields")}
+GROUPS = {name for name, f in Spec.model_fields.items() if is_group(f.annotation)}
 
 
 def merge_layer(data: dict[str, Any], sources: dict[str, str], body: dict[str, Any], label: str) -> None:
@@ -248,8 +251,8 @@ class ExplainRow:
 
 
 def explain(resolved: Resolved) -> list[ExplainRow]:
-    from .spec import describe
-
+    """Every leaf of the resolved spec with its value, the layer that set it and its description (a dict field
+    such as optimizer.args as one row, since a layer replaces it whole; sd_scripts option by option)."""
     dumped = resolved.spec.model_dump(mode="json")
     rows = []
     for path in leaf_paths():
@@ -267,14 +270,16 @@ def explain(resolved: Resolved) -> list[ExplainRow]:
 
 
 def validate_file(path: Path, home: Path) -> Resolved:
-    """Validate a user's preset file (and what it extends) without needing a dataset or a base."""
+    """Validate a user's preset file (and what it extends) without needing a dataset or a base.
+    Raises BadInput for a missing file, SpecError (a BadInput) for an invalid spec."""
     if not path.is_file():
         raise BadInput(f"file not found: {path}. Fix: give the path of a preset TOML file")
     return resolve(str(path if "/" in str(path) else f"./{path}"), home)
 
 
 def copy_preset(name: str, dest: str, home: Path, *, force: bool = False) -> Path:
-    """Copy a preset file: a bare DEST name goes into the user presets folder, a path is used as given."""
+    """Copy a preset file: a bare DEST name goes into the user presets folder, a path is used as given.
+    Raises BadInput for an unknown preset or an existing target without `force`."""
     source, _ = locate(name, home)
     if "/" in dest or dest.endswith(".toml"):
         target = Path(dest).expanduser()

@@ -80,6 +80,14 @@ def test_layering_and_provenance(home, tmp_path):
     assert rows["optimizer.lr"].value == 3e-4 and rows["optimizer.lr"].source == "override"
 
 
+def test_explain_rows_carry_every_field_description(home):
+    rows = preset.explain(preset.resolve("prodigy", home, ["sd_scripts.huber_c=0.2"]))
+    assert all(r.description for r in rows), [r.key for r in rows if not r.description]
+    by_key = {r.key: r for r in rows}
+    assert "(network_dim)" in by_key["network.dim"].description
+    assert by_key["sd_scripts.huber_c"].description == "raw sd-scripts option"
+
+
 def test_user_presets_folder_shadows_and_extends(home):
     folder = home / "presets"
     folder.mkdir(parents=True)

@@ -22,7 +22,7 @@ from .diff import ABSENT, Change, diff, flatten, show_value
 from .errors import Problem, SpecError, problems_from_validation
 from .model import (ArgValue, DatasetSpec, Family, GuardSpec, Group, LoggingSpec, MetadataPolicy, ModelSpec,
                     NetworkSpec, OptimizerSpec, PrecisionSpec, PrivacySpec, SamplingSpec, SavingSpec,
-                    SchedulerSpec, Spec, TrainingSpec)
+                    SchedulerSpec, Spec, TrainingSpec, is_group)
 from .overrides import Override, annotation_at, coerce_value, describe, leaf_paths, parse_override
 from .prompts import SamplePrompt, render_prompt, sample_prompts
 from .rules import cross_field_problems
@@ -32,6 +32,6 @@ __all__ = [
     "SCHEDULE_FREE_OPTIMIZERS", "ArgValue", "Change", "DatasetSpec", "Family", "GuardSpec", "Group", "LoggingSpec",
     "MetadataPolicy", "ModelSpec", "NetworkSpec", "OptimizerSpec", "Override", "PrecisionSpec", "PrivacySpec",
     "Problem", "SamplePrompt", "SamplingSpec", "SavingSpec", "SchedulerSpec", "Spec", "SpecError", "TrainingSpec",
-    "annotation_at", "build_spec", "coerce_value", "cross_field_problems", "describe", "diff", "flatten",
+    "annotation_at", "build_spec", "coerce_value", "cross_field_problems", "describe", "diff", "flatten", "is_group",
     "leaf_paths", "parse_override", "problems_from_validation", "render_prompt", "sample_prompts", "show_value",
 ]
