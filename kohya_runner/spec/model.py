@@ -221,9 +221,9 @@ class TrainingSpec(Group):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="random seed of the training, so a run can be repeated "
                       "(seed)")
     noise_offset: float | None = Field(None, ge=0.0, le=1.0, description="lets the LoRA learn very dark and very "
-                                       "bright images; about 0.0357 (noise_offset)")
-    adaptive_noise_scale: float | None = Field(None, ge=0.0, le=1.0, description="adds to noise_offset in proportion "
-                                               "to each image's mean; needs noise_offset (adaptive_noise_scale)")
+                                       "bright images; 0.03–0.1 is usual (noise_offset)")
+    adaptive_noise_scale: float | None = Field(None, ge=0.0, le=1.0, description="adds this × each latent's mean (absolute) "
+                                               "to noise_offset; needs noise_offset (adaptive_noise_scale)")
     multires_noise_iterations: int | None = Field(None, ge=1, le=20, description="pyramid noise at several "
                                                   "resolutions: number of levels, about 6–10 (multires_noise_iterations)")
     multires_noise_discount: float | None = Field(None, gt=0.0, le=1.0, description="multi-resolution noise: how much "
