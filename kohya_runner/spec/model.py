@@ -222,7 +222,7 @@ class TrainingSpec(Group):
                       "(seed)")
     noise_offset: float | None = Field(None, ge=0.0, le=1.0, description="lets the LoRA learn very dark and very "
                                        "bright images; 0.03–0.1 is usual (noise_offset)")
-    adaptive_noise_scale: float | None = Field(None, ge=0.0, le=1.0, description="adds this × each latent's mean (absolute) "
+    adaptive_noise_scale: float | None = Field(None, ge=0.0, le=1.0, description="adds this × each latent's absolute mean "
                                                "to noise_offset; needs noise_offset (adaptive_noise_scale)")
     multires_noise_iterations: int | None = Field(None, ge=1, le=20, description="pyramid noise at several "
                                                   "resolutions: number of levels, about 6–10 (multires_noise_iterations)")
