@@ -354,8 +354,8 @@ class CacheLock:
     def held(self) -> bool:
         return self.fd is not None
 
-    def acquire(self, exclusive: bool, cancelled: Callable[[ | None, bool]] = None,
-                on_wait: Callable[[ | None, None]] = None, poll: float = 0.2) -> bool:
+    def acquire(self, exclusive: bool, cancelled: Callable[[], bool] | None = None,
+                on_wait: Callable[[], None] | None = None, poll: float = 0.2) -> bool:
         """Wait for the lock; False if `cancelled()` turned true first."""
         import fcntl
 
@@ -398,8 +398,8 @@ class CacheLock:
                 self.fd = None
 
 
-def acquire_for_run(home: Path, run_dir: Path, spec, cancelled: Callable[[ | None, bool]] = None,
-                    on_wait: Callable[[ | None, None]] = None) -> CacheLock | None:
+def acquire_for_run(home: Path, run_dir: Path, spec, cancelled: Callable[[], bool] | None = None,
+                    on_wait: Callable[[], None] | None = None) -> CacheLock | None:
     """The lock a run holds through its caching phase, or None (no cache folder, or nothing written to it).
 
     A complete folder is only read: shared. An incomplete one is written: exclusive, after deleting
