@@ -3,9 +3,7 @@ file by path with the trainer's python (`python -I drift_probe.py OUT.json`), wh
 not importable, so this forwards by path too. Delete once vendor.py points at the new file."""
 
 import runpy
-import sys
 from pathlib import Path
 
 if __name__ == "__main__":
     runpy.run_path(str(Path(__file__).resolve().parent / "sdscripts" / "drift_probe.py"), run_name="__main__")
-    sys.exit(0)

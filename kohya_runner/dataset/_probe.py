@@ -38,7 +38,7 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
     try:
         img = Image.open(BytesIO(data))
     except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, ...
-        return ImageProbe(bytes=len(data), sha256=digest, error="unreadable", detail=_short(exc))
+        return ImageProbe(bytes=len(data), sha256=digest, error="unreadable", detail=short_message(exc))
     header = ImageProbe(size=img.size, format=img.format, mode=img.mode, bytes=len(data), sha256=digest)
     orientation = _exif_orientation(img)
     if img.format in ("JPEG", "MPO"):
@@ -48,7 +48,7 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
         img.load()  # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a short file must fail here
     except Exception as exc:
         kind = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        return dc_replace(header, error=kind, detail=_short(exc), exif_orientation=orientation)
+        return dc_replace(header, error=kind, detail=short_message(exc), exif_orientation=orientation)
     try:
         dhash, mean_rgb = _fingerprint(img)
     except Exception:  # an exotic mode Pillow cannot convert: skip the near-duplicate check for it
@@ -58,7 +58,7 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
     )
 
 
-def _short(exc: BaseException) -> str:
+def short_message(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 

@@ -6,7 +6,7 @@ import math
 import re
 from pathlib import Path
 
-from ._probe import _short
+from ._probe import short_message
 
 TOKENIZER_FOLDER = "openai_clip-vit-large-patch14"  # inside sd-scripts' --tokenizer_cache_dir
 
@@ -65,7 +65,7 @@ class TokenCounter:
 
             self._tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as exc:  # ImportError, broken files
-            self.problem = f"cannot load the CLIP tokenizer from {folder}: {_short(exc)}"
+            self.problem = f"cannot load the CLIP tokenizer from {folder}: {short_message(exc)}"
             return False
         self.method = "clip"
         return True

@@ -22,7 +22,8 @@ class TrainingPlan:
 
     With neither `max_train_epochs` nor `max_train_steps`, sd-scripts trains 1600 steps. When both are
     given, epochs win (as in sd-scripts). `network_dim` None is sd-scripts' fallback rank 4.
-    `save_precision` None means the training dtype; we assume fp32 then.
+    `save_precision` None means the training dtype; we assume fp32 then. Raises BadInput for values
+    sd-scripts rejects.
     """
 
     max_train_epochs: int | None = None

@@ -24,7 +24,8 @@ class DatasetSettings:
 
     `resolution` may be an int or (W, H); None takes the family's native size (512 / 1024).
     `extra_image_extensions` None detects the AVIF/JXL PIL plugins in *this* interpreter; pass the
-    trainer environment's answer when it differs (e.g. `(".avif",)`).
+    trainer environment's answer when it differs (e.g. `(".avif",)`). Raises BadInput for values
+    sd-scripts rejects.
     """
 
     dir: Path
