@@ -29,9 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from kohya_runner import lorafile
-from kohya_runner.errors import BadInput, Failed
-from kohya_runner.tiny.base import read_marker as read_kr_tiny_marker
+from . import lorafile
+from .errors import BadInput, Failed
+from .sdscripts.architectures import (  # noqa: F401  (bases.X names kept for importers)
+    CLIP_L_CONFIG, CROSS_ATTENTION_DIM, OPENCLIP_BIGG_CONFIG, SD15_UNET_CONFIG, SDXL_UNET_CONFIG, VAE_CONFIG,
+)
+from .tiny.base import read_marker as read_kr_tiny_marker
 
 if TYPE_CHECKING:  # annotations only: keeps `import kohya_runner.bases` torch-free
     import torch
@@ -193,11 +196,11 @@ def _classify_keys(shapes: Mapping[str, list[int] | None]) -> tuple[str, str]:
         return "unknown", ("an SDXL refiner (its only text encoder is OpenCLIP at conditioner.embedders.0); "
                            "sd-scripts trains on the SDXL base layout")
     context_dim = _cross_attention_dim(shapes)
-    if context_dim == 2048 or has(_SDXL_TE2) or has(_UNET + "label_emb."):
+    if context_dim == CROSS_ATTENTION_DIM["sdxl"] or has(_SDXL_TE2) or has(_UNET + "label_emb."):
         family, text_encoders = "sdxl", (_SDXL_TE1, _SDXL_TE2)
-    elif context_dim == 1024 or has(_SD2_TE):
+    elif context_dim == CROSS_ATTENTION_DIM["sd2"] or has(_SD2_TE):
         family, text_encoders = "sd2", (_SD2_TE,)
-    elif context_dim == 768 or has(_SD1_TE):
+    elif context_dim == CROSS_ATTENTION_DIM["sd15"] or has(_SD1_TE):
         family, text_encoders = "sd15", (_SD1_TE,)
     else:
         return "unknown", f"a U-Net with cross-attention width {context_dim}, which is no SD 1.x/2.x/XL width"
@@ -352,42 +355,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 # random full-size bases
 # =============================================================================================
 #
-# The model configs sd-scripts hard-codes (library/model_util.py, sdxl_model_util.py,
-# sdxl_original_unet.py), written as diffusers / transformers constructor arguments.
+# The model configs sd-scripts hard-codes live in sdscripts.architectures (one owner with the
+# LoRA size estimate); imported above under their old names.
 
-SD15_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 768, "attention_head_dim": 8,
-}
-SDXL_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280),
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    # The first depth is unused: level 0 has no attention (SAI's transformer_depth [0, 2, 10]).
-    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20),
-    "cross_attention_dim": 2048, "use_linear_projection": True,
-    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-}
-VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
-}
-CLIP_L_CONFIG: dict[str, Any] = {
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-    "projection_dim": 768,
-}
-OPENCLIP_BIGG_CONFIG: dict[str, Any] = {
-    "vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-    "num_attention_heads": 20, "max_position_embeddings": 77, "hidden_act": "gelu",
-    "projection_dim": 1280,
-}
 # open_clip initialises logit_scale to log(1 / 0.07); only sd-scripts' save path reads it back.
 _OPENCLIP_LOGIT_SCALE = math.log(1 / 0.07)
 

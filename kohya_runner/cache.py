@@ -24,19 +24,17 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import atomic, workspace
 from .hashing import sha256_file
+from .sdscripts import cache_files
+from .sdscripts.cache_files import TE_ARRAYS, latents_on_disk, te_on_disk
 
 SCHEMA = "kr.cache-key/1"
 KEY_FILE = ".kr-cache.json"  # hidden: sd-scripts' `*.png` globs never see it
 LOCK_FILE = ".lock"
 HASH_MEMO = ".hashes.json"
-LATENT_ARRAYS = ("latents", "original_size", "crop_ltrb")
-TE_ARRAYS = ("hidden_state1", "hidden_state2", "pool2")
-TE_SUFFIX = "_te_outputs.npz"
-ARCH_SUFFIX = {"sdxl": "sdxl", "sd15": "sd"}
 # Raw sd-scripts options that change the cached arrays (§7.6 table).
 RAW_LATENT_KEYS = ("resize_interpolation", "alpha_mask", "v2", "vae")
 RAW_TE_KEYS = ("weighted_captions", "max_token_length", "v2")
@@ -46,15 +44,6 @@ _PARTIAL = re.compile(r"\.npz\.tmp|\.tmp$")  # the tiny trainer's temp files; sd
 
 # ----------------------------------------------------------------------------------------------
 # What the cache depends on.
-
-
-def latents_on_disk(spec) -> bool:
-    p = spec.precision
-    return bool(p.cache_latents_to_disk)
-
-
-def te_on_disk(spec) -> bool:
-    return spec.model.family == "sdxl" and bool(spec.precision.cache_text_encoder_outputs_to_disk)
 
 
 def writes_to_disk(spec) -> bool:
@@ -68,7 +57,7 @@ def _vae_dtype(spec) -> str:
 
 
 def key_document(home: Path, spec, images: list[tuple[str, Path]], captions: list[tuple[str, Path]],
-                 memo: Optional["HashMemo"] = None) -> dict[str, Any]:
+                 memo: HashMemo | None = None) -> dict[str, Any]:
     """Everything the cached arrays depend on (contract §7.6), and nothing they do not."""
     from . import render
 
@@ -189,18 +178,17 @@ class CacheFolder:
 
     def missing(self) -> list[str]:
         """Images whose cache files are absent or unreadable (a truncated .npz has no zip directory)."""
-        arch = ARCH_SUFFIX[self.family]
         names = {p.name for p in self.cache_files()}
         missing = []
         for image in self.images:
             stem = os.path.splitext(image)[0]
             if self.latent_arrays:
-                pattern = re.compile(re.escape(stem) + r"_\d{4}x\d{4}_" + arch + r"\.npz$")
+                pattern = cache_files.latent_cache_pattern(stem, self.family)
                 latent = next((n for n in names if pattern.match(n)), None)
                 if latent is None or not valid_npz(self.path / latent, self.latent_arrays):
                     missing.append(image)
                     continue
-            if self.te and not valid_npz(self.path / (stem + TE_SUFFIX), TE_ARRAYS):
+            if self.te and not valid_npz(self.path / cache_files.te_cache_name(stem), TE_ARRAYS):
                 missing.append(image)
         return missing
 
@@ -269,8 +257,7 @@ def prepare(home: Path, spec) -> CacheFolder:
 
 def for_spec(folder: CacheFolder, spec) -> CacheFolder:
     """Set which files a run with `spec` expects in the folder (and so what "complete" means)."""
-    folder.latent_arrays = (LATENT_ARRAYS + (("latents_flipped",) if spec.dataset.flip_aug else ())
-                            + (("alpha_mask",) if spec.sd_scripts.get("alpha_mask") else ())) \
+    folder.latent_arrays = cache_files.latent_arrays(spec.dataset.flip_aug, bool(spec.sd_scripts.get("alpha_mask"))) \
         if latents_on_disk(spec) else ()
     folder.te = te_on_disk(spec)
     return folder
@@ -320,7 +307,7 @@ def _relink(path: Path, links: list[tuple[str, Path]]) -> int:
     return changed
 
 
-def folder_at(path: Path) -> Optional[CacheFolder]:
+def folder_at(path: Path) -> CacheFolder | None:
     """The cache folder at `path` (a run's image_dir), from its key file; None if it is not one."""
     try:
         info = json.loads((path / KEY_FILE).read_text(encoding="utf-8"))
@@ -330,7 +317,7 @@ def folder_at(path: Path) -> Optional[CacheFolder]:
     return CacheFolder(info.get("key", ""), path, doc.get("family", "sdxl"), [n for n, _ in doc.get("images", [])], doc=doc)
 
 
-def folder_of_run(home: Path, run_dir: Path, spec) -> Optional[CacheFolder]:
+def folder_of_run(home: Path, run_dir: Path, spec) -> CacheFolder | None:
     """The cache folder a rendered run reads its images from, with what its spec writes there."""
     from ._toml import load_file
 
@@ -360,15 +347,15 @@ class CacheLock:
     def __init__(self, folder: Path):
         self.folder = folder
         self.path = folder / LOCK_FILE
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.exclusive = False
 
     @property
     def held(self) -> bool:
         return self.fd is not None
 
-    def acquire(self, exclusive: bool, cancelled: Optional[Callable[[], bool]] = None,
-                on_wait: Optional[Callable[[], None]] = None, poll: float = 0.2) -> bool:
+    def acquire(self, exclusive: bool, cancelled: Callable[[], bool] | None = None,
+                on_wait: Callable[[], None] | None = None, poll: float = 0.2) -> bool:
         """Wait for the lock; False if `cancelled()` turned true first."""
         import fcntl
 
@@ -411,8 +398,8 @@ class CacheLock:
                 self.fd = None
 
 
-def acquire_for_run(home: Path, run_dir: Path, spec, cancelled: Optional[Callable[[], bool]] = None,
-                    on_wait: Optional[Callable[[], None]] = None) -> Optional[CacheLock]:
+def acquire_for_run(home: Path, run_dir: Path, spec, cancelled: Callable[[], bool] | None = None,
+                    on_wait: Callable[[], None] | None = None) -> CacheLock | None:
     """The lock a run holds through its caching phase, or None (no cache folder, or nothing written to it).
 
     A complete folder is only read: shared. An incomplete one is written: exclusive, after deleting
@@ -436,7 +423,7 @@ def acquire_for_run(home: Path, run_dir: Path, spec, cancelled: Optional[Callabl
     return lock
 
 
-def after_run(lock: Optional[CacheLock], phase: str) -> list[str]:
+def after_run(lock: CacheLock | None, phase: str) -> list[str]:
     """A run ended while holding the lock: if it may have been writing, delete what it left half made."""
     if lock is None or not lock.held:
         return []

@@ -14,13 +14,16 @@ import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from . import __version__, atomic, contract, workspace
+from . import __version__, atomic, workspace
 from ._toml import loads_strict
 from .errors import BadInput, Failed
 from .resources import data_dir
-from .spec import Problem, Spec, SpecError
+from .sdscripts import options, prompts
+from .sdscripts.dataset_config import check_dataset_config, dataset_config
+from .sdscripts.training_args import Entry, RenderPaths, TrainingArgs, training_args
+from .spec import Problem, Spec, SpecError, sample_prompts
 
 CONFIG_FILE = "config.toml"
 DATASET_FILE = "dataset.toml"
@@ -32,8 +35,8 @@ RENDERED_FILES = (CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE)
 @dataclass
 class Rendered:
     out_dir: Path
-    paths: contract.RenderPaths
-    args: contract.TrainingArgs
+    paths: RenderPaths
+    args: TrainingArgs
     command: list[str]
     files: list[Path]
 
@@ -75,7 +78,7 @@ def _basic(text: str, escape: str = "") -> str:
     return '"' + "".join(out) + '"'
 
 
-def _literal(text: str) -> Optional[str]:
+def _literal(text: str) -> str | None:
     if "'" in text or any(ord(ch) < 0x20 or ord(ch) in _ESCAPE_ALWAYS for ch in text):
         return None
     return "'" + text + "'"
@@ -160,7 +163,7 @@ def resolve_base(spec: Spec, home: Path) -> str:
         return str(tiny)
     path = Path(base).expanduser()
     if not path.exists():
-        if contract.looks_like_hub_id(base):
+        if options.looks_like_hub_id(base):
             raise BadInput(f"model.base {base!r} looks like a Hugging Face Hub id; kr never downloads. "
                            "Fix: pass the path of a local .safetensors file or Diffusers folder")
         raise BadInput(f"base model not found: {path}. Fix: pass --base with the path of an existing "
@@ -185,23 +188,23 @@ def resolve_dataset_dir(spec: Spec) -> Path:
     return path.resolve()
 
 
-def _optional_file(value: Optional[str], field: str) -> Optional[str]:
+def _optional_file(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     path = Path(value).expanduser()
     if not path.exists():
-        if contract.looks_like_hub_id(value):
+        if options.looks_like_hub_id(value):
             raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path")
         raise BadInput(f"{field} not found: {path}. Fix: give the path of an existing file")
     return str(path.resolve())
 
 
-def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Optional[Path] = None,
-                 run_id: Optional[str] = None, log_prefix: Optional[str] = None) -> contract.RenderPaths:
+def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Path | None = None,
+                 run_id: str | None = None, log_prefix: str | None = None) -> RenderPaths:
     out_dir = out_dir.resolve()
     tokenizers = Path(spec.model.tokenizer_cache_dir).expanduser().resolve() if spec.model.tokenizer_cache_dir \
         else workspace.tokenizers_dir(home)
-    return contract.RenderPaths(
+    return RenderPaths(
         config_file=out_dir / CONFIG_FILE,
         dataset_config=out_dir / DATASET_FILE,
         sample_prompts=out_dir / PROMPTS_FILE,
@@ -218,11 +221,11 @@ def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Optional[P
 
 
 # ----------------------------------------------------------------------------------------------
-# Checks against the contract.
+# Checks against the pinned manifest.
 
 
-def check_args(spec: Spec, args: contract.TrainingArgs) -> None:
-    script = contract.script_for(spec.model.family)
+def check_args(spec: Spec, args: TrainingArgs) -> None:
+    script = options.script_for(spec.model.family)
     problems = []
     spec_keys = args.owned
     for entry in args.entries:
@@ -231,29 +234,29 @@ def check_args(spec: Spec, args: contract.TrainingArgs) -> None:
             if problem:
                 problems.append(problem)
                 continue
-        reason = contract.check_option(script, entry.key, entry.value)
+        reason = options.check_option(script, entry.key, entry.value)
         if reason:
             problems.append(Problem(entry.source, entry.value, f"sd-scripts option {entry.key} {reason}"))
     if problems:
         raise SpecError(problems, "the rendered training options")
 
 
-def _raw_option_problem(entry: contract.Entry, spec_keys: dict[str, str]) -> Optional[Problem]:
-    reason = contract.refusal(entry.key, entry.value)
+def _raw_option_problem(entry: Entry, spec_keys: dict[str, str]) -> Problem | None:
+    reason = options.refusal(entry.key, entry.value)
     if reason:
         return Problem(entry.source, entry.value, f"is refused: {reason}", "remove it")
     if entry.key in spec_keys and spec_keys[entry.key] != "kr":
         return Problem(entry.source, entry.value, f"{entry.key} is a spec field",
                        f"set {spec_keys[entry.key]} instead")
-    if entry.key in contract.MANAGED_BY_KR or entry.key in spec_keys:
+    if entry.key in options.MANAGED_BY_KR or entry.key in spec_keys:
         return Problem(entry.source, entry.value, "kr sets this option itself", "remove it")
-    if entry.key not in contract.manifest("sdxl_train_network") and not entry.key.startswith("metadata_"):
+    if entry.key not in options.manifest("sdxl_train_network") and not entry.key.startswith("metadata_"):
         import difflib
 
-        close = difflib.get_close_matches(entry.key, list(contract.manifest("sdxl_train_network")), n=1)
+        close = difflib.get_close_matches(entry.key, list(options.manifest("sdxl_train_network")), n=1)
         fix = f"did you mean sd_scripts.{close[0]}?" if close else "see vendor/sd-scripts-args.json for every option"
         return Problem(entry.source, entry.value,
-                       f"is not an sd-scripts option at {contract.pinned_commit()[:7]} (sd-scripts would ignore it silently)", fix)
+                       f"is not an sd-scripts option at {options.pinned_commit()[:7]} (sd-scripts would ignore it silently)", fix)
     return None
 
 
@@ -276,18 +279,18 @@ def _templates():
 
 
 def _render_template(name: str, **context: Any) -> str:
-    return _templates().get_template(name).render(kr_version=__version__, commit=contract.pinned_commit()[:7], **context)
+    return _templates().get_template(name).render(kr_version=__version__, commit=options.pinned_commit()[:7], **context)
 
 
-def render_texts(spec: Spec, paths: contract.RenderPaths) -> tuple[contract.TrainingArgs, dict[str, str]]:
+def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str, str]]:
     """The file contents, checked; nothing is written."""
-    args = contract.training_args(spec, paths)
+    args = training_args(spec, paths)
     check_args(spec, args)
-    dataset_doc = contract.dataset_config(spec, paths)
-    prompt_lines = contract.sample_prompt_lines(spec)
+    dataset_doc = dataset_config(spec, paths)
+    prompt_lines = prompts.sample_prompt_lines(spec, sample_prompts(spec))
     try:
         texts = {
-            CONFIG_FILE: _render_template("config.toml.j2", script=contract.script_for(spec.model.family),
+            CONFIG_FILE: _render_template("config.toml.j2", script=options.script_for(spec.model.family),
                                           sections=args.sections()),
             DATASET_FILE: _render_template("dataset.toml.j2", doc=dataset_doc),
             PROMPTS_FILE: _render_template("sample_prompts.txt.j2", lines=prompt_lines),
@@ -315,7 +318,7 @@ def verify_texts(texts: dict[str, str], expected_args: dict[str, Any], dataset_d
         raise Failed("internal error: config.toml does not parse back to the intended options; please report it")
     if toml.loads(texts[DATASET_FILE]) != dataset_doc or loads_strict(texts[DATASET_FILE]) != dataset_doc:
         raise Failed("internal error: dataset.toml does not parse back to the intended dataset; please report it")
-    schema_problems = contract.check_dataset_config(dataset_doc)
+    schema_problems = check_dataset_config(dataset_doc)
     if schema_problems:
         raise Failed("internal error: dataset.toml breaks sd-scripts' schema: " + "; ".join(schema_problems))
     read_lines = [l.strip() for l in texts[PROMPTS_FILE].splitlines(keepends=True) if l.strip() and l[0] != "#"]
@@ -336,8 +339,8 @@ def write_files(out_dir: Path, texts: dict[str, str], *, force: bool = False) ->
     return written
 
 
-def render(spec: Spec, out_dir: Path, home: Path, *, force: bool = False, image_dir: Optional[Path] = None,
-           run_id: Optional[str] = None, log_prefix: Optional[str] = None) -> Rendered:
+def render(spec: Spec, out_dir: Path, home: Path, *, force: bool = False, image_dir: Path | None = None,
+           run_id: str | None = None, log_prefix: str | None = None) -> Rendered:
     from .trainers import sdscripts
 
     paths = render_paths(spec, out_dir, home, image_dir=image_dir, run_id=run_id, log_prefix=log_prefix)

@@ -248,7 +248,7 @@ def test_hostile_strings(field, text, home, tmp_path, dataset_dir, base_file):
     assert error is None, (field, text, error)
     spec, rendered = result
     args, dataset, prompt_lines = _read_back(rendered, spec)
-    from kohya_runner.contract import parse_prompt_line
+    from kohya_runner.sdscripts.prompts import parse_prompt_line
 
     parsed = [parse_prompt_line(line) for line in prompt_lines]
     assert all(set(p) == {"prompt", "n", "w", "h", "d", "s", "l"} for p in parsed), "no option may be injected"

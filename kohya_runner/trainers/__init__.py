@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from .. import contract
+from ..sdscripts.environment import OFFLINE_ENV
 
 
 @dataclass
@@ -25,9 +24,9 @@ class Launch:
         return {"backend": self.backend, "argv": self.argv, "cwd": str(self.cwd), "env": self.env}
 
 
-def trainer_env(gpus: Optional[list[int]]) -> dict[str, str]:
+def trainer_env(gpus: list[int | None]) -> dict[str, str]:
     """Offline switches (§1.4) and the GPU choice. An empty CUDA_VISIBLE_DEVICES means the CPU."""
-    env = dict(contract.OFFLINE_ENV)
+    env = dict(OFFLINE_ENV)
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     return env
@@ -42,7 +41,7 @@ def full_env(launch: Launch) -> dict[str, str]:
 
 
 def launch_for(backend: str, family: str, config_file: Path, run_dir: Path, home: Path,
-               gpus: Optional[list[int]], mixed_precision: str = "no") -> Launch:
+               gpus: list[int | None], mixed_precision: str = "no") -> Launch:
     if backend == "tiny":
         from . import tiny
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Optional
 
-from .. import contract
 from ..errors import BadInput
+from ..sdscripts.options import script_for
 from . import Launch, trainer_env
 
 
-def locate(home: Path) -> tuple[Optional[Path], Optional[str]]:
+def locate(home: Path) -> tuple[Path | None, str | None]:
     """(sd-scripts checkout, trainer python), each None when not found: kohya_runner.vendor decides where
     (KR_SD_SCRIPTS / KR_SD_PYTHON, else kr's own install); a bad override is BadInput."""
     from ..vendor import find_sd_scripts, find_trainer_python
@@ -21,9 +20,9 @@ def locate(home: Path) -> tuple[Optional[Path], Optional[str]]:
     return checkout, (str(python) if python else None)
 
 
-def single_gpu_command(family: str, config_file: Path, checkout: Optional[Path], python: Optional[str]) -> list[str]:
+def single_gpu_command(family: str, config_file: Path, checkout: Path | None, python: str | None) -> list[str]:
     """Plain `python script.py --config_file …`: signals and exit codes reach the trainer directly (§1.2 B)."""
-    script = f"{contract.script_for(family)}.py"
+    script = f"{script_for(family)}.py"
     script_path = str(checkout / script) if checkout else f"<sd-scripts>/{script}"
     return [python or "python", script_path, "--config_file", str(config_file)]
 
@@ -35,7 +34,7 @@ def multi_gpu_command(family: str, config_file: Path, checkout: Path, python: st
             "--num_processes", str(len(gpus)), "--num_machines", "1", "--multi_gpu",
             "--gpu_ids", ",".join(map(str, gpus)), "--main_process_port", str(_free_port()),
             "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-            str(checkout / f"{contract.script_for(family)}.py"), "--config_file", str(config_file)]
+            str(checkout / f"{script_for(family)}.py"), "--config_file", str(config_file)]
 
 
 def _free_port() -> int:
@@ -45,14 +44,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(family: str, config_file: Path, run_dir: Path, home: Path, gpus: Optional[list[int]],
+def launch(family: str, config_file: Path, run_dir: Path, home: Path, gpus: list[int | None],
            mixed_precision: str) -> Launch:
     checkout, python = locate(home)
     if checkout is None:
         raise BadInput("sd-scripts is not installed. Fix: `kr vendor install --from /path/to/sd-scripts` "
                        "(a checkout or tarball of commit 48d368f), or set KR_SD_SCRIPTS to a checkout; "
                        "`--base tiny` runs kr's built-in tiny trainer instead")
-    script = checkout / f"{contract.script_for(family)}.py"
+    script = checkout / f"{script_for(family)}.py"
     if not script.is_file():
         raise BadInput(f"{script} does not exist, so {checkout} is not a complete sd-scripts checkout. Fix: "
                        "`kr vendor verify` names what is missing; reinstall with `kr vendor install --from ... --force`")

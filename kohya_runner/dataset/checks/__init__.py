@@ -1,0 +1,1 @@
+"""The dataset checks, one module per concern; each returns Findings and writes nothing."""
