@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import BadInput, KrError
+from .tokenizers import folder_for
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 2**30
@@ -503,9 +504,7 @@ def run_checks(home: Path, plan: Plan, *, preset_check: Optional[Check] = None, 
     checks += [c for c in (check_cuda(info, gpus),) if c is not None]
     checks.append(check_gpus(gpus, plan.vram, plan.gpu))
     checks.append(check_sd_scripts(home))
-    tokenizers = Path(spec.model.tokenizer_cache_dir).expanduser() if spec is not None and spec.model.tokenizer_cache_dir \
-        else workspace.tokenizers_dir(home)
-    checks.append(check_tokenizers(tokenizers, family or "sdxl"))
+    checks.append(check_tokenizers(folder_for(home, spec), family or "sdxl"))
     if plan.base:
         checks.append(check_base(plan.base, home, family))
     if plan.dataset:

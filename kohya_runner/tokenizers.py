@@ -21,8 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_runner import atomic
-from kohya_runner.errors import BadInput, Failed
+from . import atomic
+from .errors import BadInput, Failed
 
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_MEMBER = f"open_clip/{BPE_NAME}"
@@ -55,6 +55,31 @@ HOW_TO_GET = (
     "over, and pass that folder (or the .whl file) as the source; or install open-clip-torch into kr's "
     "own environment."
 )
+
+
+# --- where the folders live -------------------------------------------------------------------------
+
+
+def folder_for(home: Path, spec_or_folder: object = None) -> Path:
+    """The tokenizer cache folder: the spec's `model.tokenizer_cache_dir` (or a folder given as such),
+    with `~` expanded and made absolute, else the workspace's `<home>/tokenizers`.
+
+    The one rule: rendered configs, the dataset checks, doctor and `kr vendor` all ask here, so a run
+    and the checks before it always read the same tokenizers. Raises nothing.
+    """
+    model = getattr(spec_or_folder, "model", None)
+    folder = model.tokenizer_cache_dir if model is not None else spec_or_folder
+    if folder:
+        return Path(str(folder)).expanduser().resolve()
+    from .workspace import tokenizers_dir
+
+    return tokenizers_dir(Path(home))
+
+
+def existing_folder_for(home: Path, spec_or_folder: object = None) -> Path | None:
+    """folder_for(...) when that folder exists, else None (the dataset checks then estimate token counts)."""
+    folder = folder_for(home, spec_or_folder)
+    return folder if folder.is_dir() else None
 
 
 # --- the BPE source --------------------------------------------------------------------------------

@@ -172,9 +172,9 @@ def default_env_dir(home: Path) -> Path:
 
 def default_tokenizer_dir(home: Path) -> Path:
     """The one tokenizer cache: the workspace's, which rendered configs pass as --tokenizer_cache_dir."""
-    from kohya_runner.workspace import tokenizers_dir
+    from kohya_runner.tokenizers import folder_for
 
-    return tokenizers_dir(Path(home))
+    return folder_for(home)
 
 
 def find_sd_scripts(home: Path) -> Path | None:

@@ -33,8 +33,7 @@ def long_captions(style_images) -> Path:
     return style_images
 
 
-@pytest.mark.parametrize("folder", ["absolute", pytest.param("~/my-tokenizers", marks=pytest.mark.xfail(
-    strict=True, reason="issue 11 drift bug: `~` in model.tokenizer_cache_dir is not expanded by kr dataset check"))])
+@pytest.mark.parametrize("folder", ["absolute", "~/my-tokenizers"])
 def test_dataset_check_counts_with_the_specs_tokenizer_folder(kr, user_home, long_captions, folder):
     where = str(user_home / "my-tokenizers") if folder == "absolute" else folder
     result = kr("dataset", "check", long_captions, f"model.tokenizer_cache_dir={where}", "--json")
@@ -44,7 +43,6 @@ def test_dataset_check_counts_with_the_specs_tokenizer_folder(kr, user_home, lon
     assert json.loads(result.stdout)["tokens"]["method"] == "clip"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 drift bug: kr dataset stats ignores model.tokenizer_cache_dir")
 def test_dataset_stats_counts_with_the_specs_tokenizer_folder(kr, user_home, long_captions):
     data = kr.json("dataset", "stats", long_captions, "model.tokenizer_cache_dir=~/my-tokenizers")
     assert data["caption_tokens"]["method"] == "clip"
@@ -61,7 +59,6 @@ def test_the_pre_launch_dataset_check_expands_home(home, user_home, long_caption
     assert check_dataset(home, spec).token_method == "clip"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: tokenizers.folder_for, the one rule, does not exist yet")
 def test_folder_for_is_the_one_rule(tmp_path, user_home):
     from kohya_runner import preset, tokenizers
 
