@@ -125,7 +125,7 @@ def gpu_inventory() -> list[Gpu]:
 
 
 def trainer_info(home: Path) -> TrainerInfo:
-    from . import vendor
+    from . import vendoring as vendor
 
     try:
         python = vendor.find_trainer_python(home)
@@ -133,7 +133,7 @@ def trainer_info(home: Path) -> TrainerInfo:
         return TrainerInfo(error=error.message)
     if python is None:
         return TrainerInfo()
-    queried = vendor._trainer_info(python)
+    queried = vendor.python_facts(python)
     return TrainerInfo(str(python), queried.get("python_version"), queried.get("torch"), queried.get("cuda"),
                        queried.get("error"))
 
@@ -231,7 +231,7 @@ def check_gpus(gpus: list[Gpu], need: Optional[int] = None, gpu: int = 0) -> Che
 
 
 def check_sd_scripts(home: Path) -> Check:
-    from . import vendor
+    from . import vendoring as vendor
 
     name = "sd-scripts"
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_runner import vendor
+from kohya_runner import vendoring as vendor
 from kohya_runner.errors import BadInput, Failed
 from kohya_runner.gittree import (
     directory_entries,
@@ -30,7 +30,8 @@ from kohya_runner.gittree import (
     tarball_tree_hash,
 )
 from kohya_runner.resources import data_dir, source_checkout
-from kohya_runner.vendor import Pin
+from kohya_runner.vendoring import Pin
+from kohya_runner.vendoring.bundles import _downloadable_requirements
 
 GIT_ENV = {
     **os.environ,
@@ -326,7 +327,7 @@ def test_torch_spec_for_cpu_and_gpu_machines():
 
 def test_editable_lines_are_left_out_of_the_download(tmp_path):
     requirements = write(tmp_path / "requirements.txt", "accelerate==1.6.0\n# comment\n\ntoml==0.10.2  # pinned\n-e .\n")
-    assert vendor._downloadable_requirements(requirements) == (["accelerate==1.6.0", "toml==0.10.2"], True)
+    assert _downloadable_requirements(requirements) == (["accelerate==1.6.0", "toml==0.10.2"], True)
 
 
 # --- trainer environment, bundle -------------------------------------------------------------------

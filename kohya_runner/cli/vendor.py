@@ -27,7 +27,7 @@ def vendor() -> None:
 
 
 def _pin():
-    from ..vendor import load_pin
+    from ..vendoring import load_pin
 
     return load_pin()
 
@@ -48,7 +48,7 @@ def install(ctx, source, use_git, bundle_file, force, as_json):
     """Install the pinned sd-scripts; its git tree is computed and compared with the pin before anything moves."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import BadInput
 
     chosen = [name for name, value in (("--from", source), ("--git", use_git), ("--bundle", bundle_file)) if value]
@@ -75,7 +75,7 @@ def install(ctx, source, use_git, bundle_file, force, as_json):
         print_json(result.to_dict())
         return
     _installed(result, pin)
-    from ..vendor import find_trainer_python
+    from ..vendoring import find_trainer_python
 
     if find_trainer_python(root) is None:
         click.echo("next: `kr vendor env` creates its trainer environment")
@@ -103,7 +103,7 @@ def env(ctx, wheelhouse, torch_spec, base_python, force, as_json):
     """Create the trainer's venv: torch first, then sd-scripts' requirements.txt (pip output → <env>.kr-pip.log)."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     root = home(ctx)
     checkout = _require_checkout(root)
@@ -121,7 +121,7 @@ def env(ctx, wheelhouse, torch_spec, base_python, force, as_json):
 
 def _require_checkout(root):
     from ..errors import BadInput
-    from ..vendor import default_sd_scripts_dir, find_sd_scripts
+    from ..vendoring import default_sd_scripts_dir, find_sd_scripts
 
     checkout = find_sd_scripts(root)
     if checkout is None:
@@ -146,7 +146,7 @@ def bundle(ctx, out, source, torch_spec, find_links, tokenizer_source, python, a
     """On a connected machine: sd-scripts + a wheelhouse + the tokenizer source in one file, for `install --bundle`."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     root = home(ctx)
     checkout = Path(source).expanduser() if source else _require_checkout(root)
@@ -167,7 +167,7 @@ def bundle(ctx, out, source, torch_spec, find_links, tokenizer_source, python, a
 @click.pass_context
 def status(ctx, as_json):
     """The pin, the installed checkout (verified), the trainer environment and the tokenizer cache."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     report = lib.status(home(ctx))
     if as_json:
@@ -206,7 +206,7 @@ def status(ctx, as_json):
 @click.pass_context
 def verify(ctx, as_json):
     """Hash the installed checkout (git tree, in Python) and compare it with the pin; exit 1 naming what differs."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import Failed
 
     root, pin = home(ctx), _pin()
@@ -228,7 +228,7 @@ def verify(ctx, as_json):
 @click.pass_context
 def drift(ctx, as_json):
     """Import the installed sd-scripts' argument parsers and diff them with kr's pinned option manifest; exit 1 on drift."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import BadInput
 
     root = home(ctx)
@@ -275,7 +275,7 @@ def tokenizers(ctx, source, out, as_json):
     from pathlib import Path
 
     from ..tokenizers import build_tokenizer_cache
-    from ..vendor import default_tokenizer_dir
+    from ..vendoring import default_tokenizer_dir
 
     cache = Path(out).expanduser() if out else default_tokenizer_dir(home(ctx))
     folders = build_tokenizer_cache(cache, source=Path(source).expanduser() if source else None)
