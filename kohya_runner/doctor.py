@@ -590,6 +590,28 @@ def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
     return overrides
 
 
+# The checks whose failure makes a smoke run pointless: it would only fail again, slower and less clearly.
+SMOKE_NEEDS = ("preset", "trainer python", "torch", "sd-scripts", "tokenizers", "base model", "dataset")
+
+
+def smoke_if_ready(home: Path, plan: Plan, report: Report, *, gpus: Optional[list[int]] = None, timeout: float = 1800,
+                   progress: Optional[Callable[[str], None]] = None) -> Check:
+    """The smoke run, gated by the checks already in report: started only when none of SMOKE_NEEDS failed.
+
+    Its check is appended to report (and its measurements set as report.smoke); returned for display.
+    Raises nothing of its own: a failed or skipped smoke run is a failed Check.
+    """
+    blocking = [check.name for check in report.failed if check.name in SMOKE_NEEDS]
+    if blocking:
+        check, data = Check("smoke run", FAIL, f"not started: {', '.join(blocking)} failed",
+                            "fix those first (see their lines)"), None
+    else:
+        check, data = smoke(home, plan, gpus=gpus, timeout=timeout, progress=progress)
+    report.checks.append(check)
+    report.smoke = data
+    return check
+
+
 def smoke(home: Path, plan: Plan, *, gpus: Optional[list[int]] = None, timeout: float = 1800,
           progress: Optional[Callable[[str], None]] = None) -> tuple[Check, dict]:
     """Train SMOKE_STEPS real steps on a random (or the given) base through prepare/launch/Supervisor."""
