@@ -106,7 +106,10 @@ print(json.dumps(out))
 
 
 def python_facts(python: Path) -> dict:
-    """Python, torch and CUDA versions of a trainer python, without importing torch; errors land in 'error'."""
+    """Python, torch and CUDA versions of a trainer python, without importing torch; errors land in 'error'.
+
+    Raises nothing.
+    """
     import subprocess
 
     try:

@@ -65,15 +65,20 @@ def vendor_root(home: Path) -> Path:
 
 
 def default_sd_scripts_dir(home: Path) -> Path:
+    """Raises nothing."""
     return vendor_root(home) / "sd-scripts"
 
 
 def default_env_dir(home: Path) -> Path:
+    """Raises nothing."""
     return vendor_root(home) / "env"
 
 
 def default_tokenizer_dir(home: Path) -> Path:
-    """The one tokenizer cache: the workspace's, which rendered configs pass as --tokenizer_cache_dir."""
+    """The one tokenizer cache: the workspace's, which rendered configs pass as --tokenizer_cache_dir.
+
+    Raises nothing.
+    """
     from ..tokenizers import folder_for
 
     return folder_for(home)
@@ -124,6 +129,7 @@ def record_path(checkout: Path) -> Path:
     """The install record kr keeps beside a checkout (not inside, so it never changes the tree).
 
     It names the checkout folder it describes, so a record is never taken for a sibling's.
+    Raises nothing.
     """
     return Path(checkout).parent / RECORD_NAME
 

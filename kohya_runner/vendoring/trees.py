@@ -108,7 +108,10 @@ def _git_ls_tree(checkout: Path | None, tree: str) -> Entries | None:
 
 
 def mismatch_message(where: str, tree: str, expected: str, diff: Difference | None, pin: Pin | None = None) -> str:
-    """The one paragraph naming a checkout or archive that is not the pinned tree, and how to fix it."""
+    """The one paragraph naming a checkout or archive that is not the pinned tree, and how to fix it.
+
+    Raises nothing.
+    """
     what = f"{where} is not the pinned sd-scripts: its git tree is {tree[:12]}, the pin expects {expected[:12]}."
     if diff is None:
         detail = " kr has no file list for the pinned tree here, so it cannot name the files that differ."
@@ -131,6 +134,7 @@ def mismatch_message(where: str, tree: str, expected: str, diff: Difference | No
 
 
 def short_list(paths: Sequence[str], limit: int = 10) -> str:
+    """At most limit paths, then how many more. Raises nothing."""
     shown = ", ".join(paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
