@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_standin_checkout, run_kr
-from test_vendor import (
+from vendor_fixtures import (
     archive,
     build_wheel,
     fake_open_clip_wheel,
