@@ -38,20 +38,28 @@ def _replace(tmp: str, path: Path) -> Path:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
+    """Write data to path atomically (a temp file beside it, fsync, rename). Raises nothing of kr's (OSError passes)."""
     return _replace(_temp_copy(path, data), path)
 
 
 def copy_file(source: Path, path: Path) -> Path:
-    """A copy of `source` at `path`, streamed (LoRAs and bases can be large)."""
+    """A copy of `source` at `path`, streamed (LoRAs and bases can be large).
+
+    Raises nothing of kr's (OSError passes).
+    """
     return _replace(_temp_copy(path, source=source), path)
 
 
 def write_text(path: Path, text: str) -> Path:
+    """write_bytes of text. Raises nothing of kr's (OSError passes)."""
     return write_bytes(path, text.encode("utf-8"))
 
 
 def write_new(path: Path, data: bytes) -> Path:
-    """Like write_bytes, but never replaces an existing file (a hard link fails if the name exists)."""
+    """Like write_bytes, but never replaces an existing file (a hard link fails if the name exists).
+
+    Raises nothing of kr's (OSError passes; FileExistsError when path exists).
+    """
     tmp = _temp_copy(path, data)
     try:
         os.link(tmp, path)
@@ -62,7 +70,9 @@ def write_new(path: Path, data: bytes) -> Path:
 
 def swap_dir(staging: Path, target: Path) -> bool:
     """Rename a fully built `staging` folder to `target`. An existing target is kept until the rename
-    succeeded (and put back if it fails). Returns whether one was replaced."""
+    succeeded (and put back if it fails). Returns whether one was replaced.
+    Raises nothing of kr's (OSError passes; the old folder is restored first).
+    """
     if not target.exists() and not target.is_symlink():
         os.rename(staging, target)
         return False

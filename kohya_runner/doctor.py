@@ -22,9 +22,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .errors import BadInput, KrError
+from .tokenizers import folder_for
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 2**30
@@ -57,18 +58,18 @@ class Gpu:
 
 @dataclass
 class TrainerInfo:
-    """The trainer environment as kohya_runner.vendor finds it (KR_SD_PYTHON, else kr's venv)."""
-    python: Optional[str] = None
-    python_version: Optional[str] = None
-    torch: Optional[str] = None
-    cuda: Optional[str] = None
-    error: Optional[str] = None
+    """The trainer environment as kohya_runner.vendoring finds it (KR_SD_PYTHON, else kr's venv)."""
+    python: str | None = None
+    python_version: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    error: str | None = None
 
 
 @dataclass
 class Report:
     checks: list[Check] = field(default_factory=list)
-    smoke: Optional[dict] = None
+    smoke: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,13 +83,13 @@ class Report:
         return {"ok": self.ok, "checks": [c.to_dict() for c in self.checks], "smoke": self.smoke}
 
 
-def _gib(n: Optional[int]) -> str:
+def _gib(n: int | None) -> str:
     if n is None:
         return "–"
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
 
 
-def _version_tuple(text: Optional[str]) -> tuple[int, ...]:
+def _version_tuple(text: str | None) -> tuple[int, ...]:
     numbers = re.findall(r"\d+", (text or "").split("+")[0])
     return tuple(int(n) for n in numbers[:3])
 
@@ -98,7 +99,10 @@ def _version_tuple(text: Optional[str]) -> tuple[int, ...]:
 
 
 def gpu_inventory() -> list[Gpu]:
-    """The NVIDIA GPUs NVML sees, with free memory; [] without a driver."""
+    """The NVIDIA GPUs NVML sees, with free memory; [] without a driver.
+
+    Raises nothing.
+    """
     try:
         import pynvml
 
@@ -124,7 +128,8 @@ def gpu_inventory() -> list[Gpu]:
 
 
 def trainer_info(home: Path) -> TrainerInfo:
-    from . import vendor
+    """The trainer python kr would use and its versions; problems land in .error. Raises nothing."""
+    from . import vendoring as vendor
 
     try:
         python = vendor.find_trainer_python(home)
@@ -132,13 +137,16 @@ def trainer_info(home: Path) -> TrainerInfo:
         return TrainerInfo(error=error.message)
     if python is None:
         return TrainerInfo()
-    queried = vendor._trainer_info(python)
+    queried = vendor.python_facts(python)
     return TrainerInfo(str(python), queried.get("python_version"), queried.get("torch"), queried.get("cuda"),
                        queried.get("error"))
 
 
 def free_bytes(path: Path) -> tuple[int, Path]:
-    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent).
+
+    Raises nothing.
+    """
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -146,7 +154,10 @@ def free_bytes(path: Path) -> tuple[int, Path]:
 
 
 def accelerate_config_paths() -> list[Path]:
-    """accelerate's default config files: $HF_HOME/accelerate/default_config.{yaml,json} (contract §1.2)."""
+    """accelerate's default config files: $HF_HOME/accelerate/default_config.{yaml,json} (contract §1.2).
+
+    Raises nothing.
+    """
     hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
     folder = Path(hf_home).expanduser() / "accelerate"
     return [folder / "default_config.yaml", folder / "default_config.json"]
@@ -159,6 +170,7 @@ _NO_ENV_FIX = "`kr vendor env` (or `kr vendor install --bundle FILE` offline), o
 
 
 def check_trainer_python(info: TrainerInfo) -> Check:
+    """Raises nothing: every check reports problems as its Check's status."""
     name = "trainer python"
     if info.error and not info.python:
         return Check(name, FAIL, info.error, "point KR_SD_PYTHON at the trainer environment's python, or unset it")
@@ -177,6 +189,7 @@ def check_trainer_python(info: TrainerInfo) -> Check:
 
 
 def check_torch(info: TrainerInfo) -> Check:
+    """Raises nothing."""
     name = "torch"
     if not info.python_version:
         return Check(name, FAIL, "not checked: there is no working trainer python", _NO_ENV_FIX)
@@ -189,8 +202,11 @@ def check_torch(info: TrainerInfo) -> Check:
     return Check(name, OK, f"torch {info.torch}")
 
 
-def check_cuda(info: TrainerInfo, gpus: list[Gpu]) -> Optional[Check]:
-    """None when there is no torch to ask (check_torch already failed)."""
+def check_cuda(info: TrainerInfo, gpus: list[Gpu]) -> Check | None:
+    """None when there is no torch to ask (check_torch already failed).
+
+    Raises nothing.
+    """
     name = "CUDA"
     if not info.torch:
         return None
@@ -206,13 +222,17 @@ def check_cuda(info: TrainerInfo, gpus: list[Gpu]) -> Optional[Check]:
                  "--smoke`, far too slow for real runs)", "train on a machine with an NVIDIA GPU")
 
 
-def parse_vram(text: Optional[str]) -> Optional[int]:
-    """A preset header's `vram = "24 GB"` in bytes; None for "none (CPU)" or no header."""
+def parse_vram(text: str | None) -> int | None:
+    """A preset header's `vram = "24 GB"` in bytes; None for "none (CPU)" or no header.
+
+    Raises nothing.
+    """
     match = re.match(r"\s*(\d+(?:\.\d+)?)\s*GB", text or "", re.I)
     return int(float(match.group(1)) * GIB) if match else None
 
 
-def check_gpus(gpus: list[Gpu], need: Optional[int] = None, gpu: int = 0) -> Check:
+def check_gpus(gpus: list[Gpu], need: int | None = None, gpu: int = 0) -> Check:
+    """Raises nothing."""
     name = "GPU"
     if not gpus:
         return Check(name, WARN, "no NVIDIA GPU found (NVML): kr runs train on the CPU",
@@ -230,7 +250,8 @@ def check_gpus(gpus: list[Gpu], need: Optional[int] = None, gpu: int = 0) -> Che
 
 
 def check_sd_scripts(home: Path) -> Check:
-    from . import vendor
+    """Raises nothing."""
+    from . import vendoring as vendor
 
     name = "sd-scripts"
     try:
@@ -254,6 +275,7 @@ def check_sd_scripts(home: Path) -> Check:
 
 
 def check_tokenizers(cache_dir: Path, family: str = "sdxl") -> Check:
+    """Raises nothing."""
     from .tokenizers import CLIP_BIGG, CLIP_L, tokenizer_status
 
     name = "tokenizers"
@@ -275,7 +297,8 @@ def check_tokenizers(cache_dir: Path, family: str = "sdxl") -> Check:
     return Check(name, OK, f"{cache_dir}: {', '.join(spec.folder for spec in wanted)}")
 
 
-def check_base(base: str, home: Path, family: Optional[str]) -> Check:
+def check_base(base: str, home: Path, family: str | None) -> Check:
+    """Raises nothing (a base that does not fit is a failed Check)."""
     from . import bases, workspace
 
     name = "base model"
@@ -302,6 +325,7 @@ def check_base(base: str, home: Path, family: Optional[str]) -> Check:
 
 
 def check_dataset(home: Path, spec) -> Check:
+    """Raises nothing."""
     from .run import check_dataset as run_check
 
     name = "dataset"
@@ -320,7 +344,10 @@ def check_dataset(home: Path, spec) -> Check:
 
 
 def planned_bytes(spec, images: int) -> tuple[int, str]:
-    """(bytes, what) a run of `spec` writes: LoRA checkpoints, samples, state folders, latent/TE caches."""
+    """(bytes, what) a run of `spec` writes: LoRA checkpoints, samples, state folders, latent/TE caches.
+
+    Raises nothing.
+    """
     from . import dataset
 
     math_ = dataset.step_math(max(1, images * spec.dataset.repeats), spec.dataset.batch_size, dataset.plan_from_spec(spec))
@@ -341,7 +368,8 @@ def planned_bytes(spec, images: int) -> tuple[int, str]:
     return total, ", ".join(parts)
 
 
-def check_disk(where: Path, needed: int, what: str, free: Optional[int] = None) -> Check:
+def check_disk(where: Path, needed: int, what: str, free: int | None = None) -> Check:
+    """Raises nothing."""
     name = "disk space"
     found, mount = free_bytes(where) if free is None else (free, where)
     detail = f"{_gib(found)} free at {mount}; planned: {_gib(needed)} ({what})"
@@ -366,11 +394,12 @@ print(json.dumps(out))
 """
 
 
-def check_offline(python: Optional[str], scratch: Path) -> Check:
+def check_offline(python: str | None, scratch: Path) -> Check:
     """Start the trainer's python with the environment kr gives it and ask whether it is offline.
 
     A sitecustomize, usercustomize or .pth file in that environment can change variables after kr set
     them; huggingface_hub is asked too, when it is installed there.
+    Raises nothing.
     """
     from . import contract
     from .trainers import Launch, full_env, trainer_env
@@ -407,7 +436,10 @@ _DEVICE_SAFE = {"NO", "MULTI_GPU"}
 
 
 def read_accelerate_config(path: Path) -> dict[str, Any]:
-    """Top-level keys of accelerate's default config (YAML: simple `key: value` lines; or JSON)."""
+    """Top-level keys of accelerate's default config (YAML: simple `key: value` lines; or JSON).
+
+    Raises nothing (an unreadable file gives {}).
+    """
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".json":
         try:
@@ -426,7 +458,8 @@ def read_accelerate_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_accelerate_config(paths: Optional[list[Path]] = None) -> Check:
+def check_accelerate_config(paths: list[Path] | None = None) -> Check:
+    """Raises nothing."""
     name = "accelerate config"
     found = [p for p in (paths or accelerate_config_paths()) if p.is_file()]
     if not found:
@@ -460,16 +493,19 @@ def check_accelerate_config(paths: Optional[list[Path]] = None) -> Check:
 class Plan:
     """What `kr doctor` was asked about: a preset (resolved with overrides), a base, a dataset."""
     spec: Any = None  # a kohya_runner.spec.Spec, or None without a preset
-    preset: Optional[str] = None
-    vram: Optional[int] = None
-    base: Optional[str] = None
-    dataset: Optional[str] = None
+    preset: str | None = None
+    vram: int | None = None
+    base: str | None = None
+    dataset: str | None = None
     gpu: int = 0
 
 
-def resolve_plan(home: Path, preset_name: Optional[str], overrides: list[str], base: Optional[str],
-                 dataset_dir: Optional[str], gpu: int = 0) -> tuple[Plan, Optional[Check]]:
-    """The plan, and a failed "preset" check when the preset does not resolve."""
+def resolve_plan(home: Path, preset_name: str | None, overrides: list[str], base: str | None,
+                 dataset_dir: str | None, gpu: int = 0) -> tuple[Plan, Check | None]:
+    """The plan, and a failed "preset" check when the preset does not resolve.
+
+    Raises nothing: a preset (or override) that does not resolve is that failed Check.
+    """
     from . import preset as preset_mod
 
     plan = Plan(base=base, dataset=dataset_dir, gpu=gpu)
@@ -487,8 +523,9 @@ def resolve_plan(home: Path, preset_name: Optional[str], overrides: list[str], b
     return plan, Check("preset", OK, f"{resolved.preset.label}: {resolved.spec.model.family}, spec {resolved.spec.hash()}")
 
 
-def run_checks(home: Path, plan: Plan, *, preset_check: Optional[Check] = None, smoke: bool = False,
-               gpus: Optional[list[Gpu]] = None, info: Optional[TrainerInfo] = None) -> Report:
+def run_checks(home: Path, plan: Plan, *, preset_check: Check | None = None, smoke: bool = False,
+               gpus: list[Gpu] | None = None, info: TrainerInfo | None = None) -> Report:
+    """Every check of plan, in display order (the smoke run is smoke_if_ready's). Raises nothing."""
     import tempfile
 
     from . import workspace
@@ -503,9 +540,7 @@ def run_checks(home: Path, plan: Plan, *, preset_check: Optional[Check] = None, 
     checks += [c for c in (check_cuda(info, gpus),) if c is not None]
     checks.append(check_gpus(gpus, plan.vram, plan.gpu))
     checks.append(check_sd_scripts(home))
-    tokenizers = Path(spec.model.tokenizer_cache_dir).expanduser() if spec is not None and spec.model.tokenizer_cache_dir \
-        else workspace.tokenizers_dir(home)
-    checks.append(check_tokenizers(tokenizers, family or "sdxl"))
+    checks.append(check_tokenizers(folder_for(home, spec), family or "sdxl"))
     if plan.base:
         checks.append(check_base(plan.base, home, family))
     if plan.dataset:
@@ -550,7 +585,7 @@ def _planned(home: Path, plan: Plan, smoke: bool) -> tuple[int, str]:
 RANDOM_BASE_BYTES = {"sd15": int(2.0 * GIB), "sdxl": int(6.5 * GIB)}  # fp16 (contract §11)
 
 
-def _count_images(folder: Optional[str]) -> int:
+def _count_images(folder: str | None) -> int:
     from .dataset import BASE_IMAGE_EXTENSIONS
 
     try:
@@ -563,7 +598,7 @@ def _count_images(folder: Optional[str]) -> int:
 # The smoke run: 4 real steps at 64 px through kr's run pipeline.
 
 
-def _smoke_family(plan: Plan, detected: Optional[str]) -> str:
+def _smoke_family(plan: Plan, detected: str | None) -> str:
     if detected in ("sd15", "sdxl"):
         return detected
     if plan.spec is not None and plan.spec.model.family in ("sd15", "sdxl"):
@@ -572,7 +607,10 @@ def _smoke_family(plan: Plan, detected: Optional[str]) -> str:
 
 
 def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
-    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves."""
+    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves.
+
+    Raises nothing.
+    """
     overrides = [
         "name=doctor-smoke", f"dataset.resolution={SMOKE_SIZE}", "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128",
         "dataset.bucket_reso_steps=64", "dataset.repeats=1", "dataset.batch_size=1", "dataset.flip_aug=false",
@@ -591,9 +629,34 @@ def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
     return overrides
 
 
-def smoke(home: Path, plan: Plan, *, gpus: Optional[list[int]] = None, timeout: float = 1800,
-          progress: Optional[Callable[[str], None]] = None) -> tuple[Check, dict]:
-    """Train SMOKE_STEPS real steps on a random (or the given) base through prepare/launch/Supervisor."""
+# The checks whose failure makes a smoke run pointless: it would only fail again, slower and less clearly.
+SMOKE_NEEDS = ("preset", "trainer python", "torch", "sd-scripts", "tokenizers", "base model", "dataset")
+
+
+def smoke_if_ready(home: Path, plan: Plan, report: Report, *, gpus: list[int] | None = None, timeout: float = 1800,
+                   progress: Callable[[str], None] | None = None) -> Check:
+    """The smoke run, gated by the checks already in report: started only when none of SMOKE_NEEDS failed.
+
+    Its check is appended to report (and its measurements set as report.smoke); returned for display.
+    Raises nothing of its own: a failed or skipped smoke run is a failed Check.
+    """
+    blocking = [check.name for check in report.failed if check.name in SMOKE_NEEDS]
+    if blocking:
+        check, data = Check("smoke run", FAIL, f"not started: {', '.join(blocking)} failed",
+                            "fix those first (see their lines)"), None
+    else:
+        check, data = smoke(home, plan, gpus=gpus, timeout=timeout, progress=progress)
+    report.checks.append(check)
+    report.smoke = data
+    return check
+
+
+def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: float = 1800,
+          progress: Callable[[str], None] | None = None) -> tuple[Check, dict]:
+    """Train SMOKE_STEPS real steps on a random (or the given) base through prepare/launch/Supervisor.
+
+    Raises nothing: a failed smoke run is a failed Check.
+    """
     import signal
     import threading
     import time

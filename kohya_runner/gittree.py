@@ -46,7 +46,8 @@ class ArchiveError(ValueError):
 
 
 def blob_id(data: bytes) -> str:
-    import hashlib  # imported where used: keeps `import kohya_runner.vendor` fast for the CLI
+    """git's blob id of these bytes. Raises nothing."""
+    import hashlib  # imported where used: keeps `import kohya_runner.vendoring` fast for the CLI
 
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -66,7 +67,10 @@ def _blob_id_of_stream(size: int, read: Callable[[int], bytes]) -> str:
 
 
 def tree_id(entries: Mapping[str, Entry]) -> str:
-    """The root tree id git would record for these files (empty folders vanish, as in git)."""
+    """The root tree id git would record for these files (empty folders vanish, as in git).
+
+    Raises ArchiveError (not a KrError: callers word it) when a path lies under a file.
+    """
     root: dict = {}
     for path, entry in entries.items():
         node = root
@@ -97,10 +101,12 @@ def _tree_of(node: dict) -> bytes:
 
 
 def entries_from_json(data: Mapping[str, list[str]]) -> Entries:
+    """Entries from their JSON form {path: [mode, blob]}. Raises nothing (bad data: KeyError/ValueError)."""
     return {path: Entry(mode, blob) for path, (mode, blob) in data.items()}
 
 
 def entries_to_json(entries: Mapping[str, Entry]) -> dict[str, list[str]]:
+    """The JSON form {path: [mode, blob]} of entries. Raises nothing."""
     return {path: entries[path].to_json() for path in sorted(entries)}
 
 
@@ -111,7 +117,10 @@ SkipFn = Callable[[str, bool, Path], bool]
 
 
 def directory_entries(root: Path, skip: SkipFn | None = None) -> Entries:
-    """Every file and symlink under root as git would stage it; `.git` is always left out."""
+    """Every file and symlink under root as git would stage it; `.git` is always left out.
+
+    Raises nothing (OSError from the filesystem passes through).
+    """
     entries: Entries = {}
     _walk(Path(root), "", skip, entries)
     return entries
@@ -143,7 +152,10 @@ def _file_entry(path: Path, st: os.stat_result) -> Entry:
 
 
 def git_tree_hash(path: Path) -> str:
-    """The tree id of a working tree or plain folder, exactly as `git write-tree` would give it."""
+    """The tree id of a working tree or plain folder, exactly as `git write-tree` would give it.
+
+    Raises nothing (OSError from the filesystem passes through).
+    """
     return tree_id(directory_entries(Path(path)))
 
 
@@ -169,6 +181,7 @@ class Member:
 
 
 def is_archive(path: Path) -> bool:
+    """Whether path is a tar or zip file (by content). Raises nothing."""
     import tarfile
     import zipfile
 
@@ -177,7 +190,10 @@ def is_archive(path: Path) -> bool:
 
 
 def iter_archive(path: Path, strip_top_dir: bool = True) -> Iterator[Member]:
-    """The files and symlinks of a tar or zip archive, paths checked for safety and the top folder removed."""
+    """The files and symlinks of a tar or zip archive, paths checked for safety and the top folder removed.
+
+    Raises ArchiveError on an unsafe or unreadable member (callers turn it into BadInput).
+    """
     import tarfile
     import zipfile
 
@@ -201,11 +217,15 @@ def archive_read_errors() -> tuple[type[BaseException], ...]:
 
 
 def archive_entries(path: Path, strip_top_dir: bool = True) -> Entries:
+    """The entries of an archive's files, as git would stage them. Raises ArchiveError (see iter_archive)."""
     return {member.path: member.entry() for member in iter_archive(path, strip_top_dir)}
 
 
 def tarball_tree_hash(tar_path: Path, strip_top_dir: bool = True) -> str:
-    """The tree id of an archive's contents, read straight from its members (nothing is extracted)."""
+    """The tree id of an archive's contents, read straight from its members (nothing is extracted).
+
+    Raises ArchiveError (see iter_archive).
+    """
     return tree_id(archive_entries(tar_path, strip_top_dir))
 
 
@@ -301,6 +321,9 @@ class Difference:
 
 
 def compare(actual: Mapping[str, Entry], expected: Mapping[str, Entry]) -> Difference:
-    """Files whose content or mode differ, files expected but absent, and files present but not expected."""
+    """Files whose content or mode differ, files expected but absent, and files present but not expected.
+
+    Raises nothing.
+    """
     changed = sorted(path for path in actual.keys() & expected.keys() if actual[path] != expected[path])
     return Difference(changed, sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys()))

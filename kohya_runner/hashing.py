@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def sha256_file(path: Path | str) -> str:
+    """The sha256 hex digest of a file. Raises nothing of kr's (OSError passes)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

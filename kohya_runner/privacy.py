@@ -28,7 +28,6 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 from . import atomic, lorafile
 from .errors import BadInput
@@ -52,18 +51,23 @@ _PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8}
 
 
 def check_policy(policy: str) -> str:
+    """The policy name if kr knows it. Raises BadInput otherwise."""
     if policy not in POLICIES:
         raise BadInput(f"unknown metadata policy {policy!r}. Fix: use one of {', '.join(POLICIES)}")
     return policy
 
 
 def looks_like_path(value: str) -> bool:
+    """Whether a metadata value looks like a local path (one that could name a user's folders). Raises nothing."""
     text = value.strip()
     return text.startswith(("/", "~/", "\\\\", "./", "../")) or bool(_WINDOWS_PATH.match(text))
 
 
-def policy_metadata(metadata: dict[str, str], policy: str, title: Optional[str] = None) -> tuple[dict[str, str], dict]:
-    """(the header metadata under `policy`, without sshs_* keys; what was removed and neutralised)."""
+def policy_metadata(metadata: dict[str, str], policy: str, title: str | None = None) -> tuple[dict[str, str], dict]:
+    """(the header metadata under `policy`, without sshs_* keys; what was removed and neutralised).
+
+    Raises nothing.
+    """
     check_policy(policy)
     removed: list[str] = []
     neutralised: dict[str, str] = {}
@@ -102,7 +106,7 @@ def policy_metadata(metadata: dict[str, str], policy: str, title: Optional[str] 
     return out, {"removed": sorted(removed), "neutralised": neutralised}
 
 
-def _scrub_datasets(text: str) -> Optional[str]:
+def _scrub_datasets(text: str) -> str | None:
     """ss_datasets without tag counts, bucket lists, folder and file names, and caption text; None if unreadable."""
     try:
         datasets = json.loads(text)
@@ -122,11 +126,12 @@ def _scrub_datasets(text: str) -> Optional[str]:
     return json.dumps(datasets)
 
 
-def apply_policy(src: Path, dest: Path, policy: str, *, title: Optional[str] = None) -> dict:
+def apply_policy(src: Path, dest: Path, policy: str, *, title: str | None = None) -> dict:
     """Write a copy of the LoRA `src` to `dest` (atomically) with its metadata under `policy`.
 
     Returns {"policy", "source", "dest", "removed", "neutralised", "kept", "sshs_model_hash",
     "sshs_legacy_hash"}. `title` becomes modelspec.title (and, for minimal/scrub, ss_output_name).
+    Raises BadInput for an unknown policy, a missing source, or a destination that is the source.
     """
     check_policy(policy)
     src, dest = Path(src), Path(dest)

@@ -21,8 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_runner import atomic
-from kohya_runner.errors import BadInput, Failed
+from . import atomic
+from .errors import BadInput, Failed
 
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_MEMBER = f"open_clip/{BPE_NAME}"
@@ -57,11 +57,42 @@ HOW_TO_GET = (
 )
 
 
+# --- where the folders live -------------------------------------------------------------------------
+
+
+def folder_for(home: Path, spec_or_folder: object = None) -> Path:
+    """The tokenizer cache folder: the spec's `model.tokenizer_cache_dir` (or a folder given as such),
+    with `~` expanded and made absolute, else the workspace's `<home>/tokenizers`.
+
+    The one rule: rendered configs, the dataset checks, doctor and `kr vendor` all ask here, so a run
+    and the checks before it always read the same tokenizers. Raises nothing.
+    """
+    model = getattr(spec_or_folder, "model", None)
+    folder = model.tokenizer_cache_dir if model is not None else spec_or_folder
+    if folder:
+        return Path(str(folder)).expanduser().resolve()
+    from .workspace import tokenizers_dir
+
+    return tokenizers_dir(Path(home))
+
+
+def existing_folder_for(home: Path, spec_or_folder: object = None) -> Path | None:
+    """folder_for(...) when that folder exists, else None (the dataset checks then estimate token counts).
+
+    Raises nothing.
+    """
+    folder = folder_for(home, spec_or_folder)
+    return folder if folder.is_dir() else None
+
+
 # --- the BPE source --------------------------------------------------------------------------------
 
 
 def read_bpe(source: Path | None = None) -> tuple[bytes, str]:
-    """The gzipped BPE file's bytes and where they came from: a wheel, a folder or the installed open_clip."""
+    """The gzipped BPE file's bytes and where they came from: a wheel, a folder or the installed open_clip.
+
+    Raises BadInput when the source holds no BPE vocabulary (the message says how to get one).
+    """
     if source is None:
         return _from_installed_open_clip()
     source = Path(source)
@@ -108,6 +139,7 @@ def _from_installed_open_clip() -> tuple[bytes, str]:
 
 
 def parse_merges(gz_bytes: bytes, origin: str) -> list[tuple[str, str]]:
+    """The merge pairs of the gzipped BPE file. Raises BadInput when it is not a CLIP BPE file."""
     try:
         lines = gzip.decompress(gz_bytes).decode("utf-8").split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
@@ -126,6 +158,7 @@ def byte_symbols() -> list[str]:
 
     Bytes that already print as themselves keep their character; the 68 others (control characters,
     space, a few Latin-1 ones) are mapped to 256, 257, ... in byte order, then listed after them.
+    Raises nothing.
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     others = [byte for byte in range(256) if byte not in printable]
@@ -133,6 +166,7 @@ def byte_symbols() -> list[str]:
 
 
 def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """CLIP's token table from the merges. Raises Failed when it does not come out at VOCAB_SIZE entries."""
     symbols = byte_symbols()
     tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["".join(pair) for pair in merges] + [BOS, EOS]
     vocab = {token: index for index, token in enumerate(tokens)}
@@ -151,6 +185,7 @@ def _added_token(content: str) -> dict:
 
 
 def special_tokens_map(spec: TokenizerSpec) -> dict:
+    """special_tokens_map.json of one folder. Raises nothing."""
     return {
         "bos_token": _added_token(BOS),
         "eos_token": _added_token(EOS),
@@ -161,6 +196,7 @@ def special_tokens_map(spec: TokenizerSpec) -> dict:
 
 def tokenizer_config(spec: TokenizerSpec) -> dict:
     # The fields of the Hub's CLIPTokenizer folders (openai/clip-vit-large-patch14 and the laion bigG one)
+    """tokenizer_config.json of one folder. Raises nothing."""
     return {
         "unk_token": {**_added_token(EOS), "__type": "AddedToken"},
         "bos_token": {**_added_token(BOS), "__type": "AddedToken"},
@@ -177,6 +213,7 @@ def tokenizer_config(spec: TokenizerSpec) -> dict:
 
 
 def folder_files(spec: TokenizerSpec, vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict[str, str]:
+    """File name -> text of one tokenizer folder. Raises nothing."""
     merges_text = "#version: 0.2\n" + "".join(f"{first} {second}\n" for first, second in merges)
     return {
         "vocab.json": json.dumps(vocab, ensure_ascii=False),
@@ -190,6 +227,7 @@ def build_tokenizer_cache(cache_dir: Path, *, source: Path | None = None) -> lis
     """Write both SDXL tokenizer folders (CLIP-L and bigG) into cache_dir; returns the folders written.
 
     Each folder is written beside its final place and renamed in, so a reader never sees half a folder.
+    Raises BadInput (no usable source), Failed (a vocabulary of the wrong size).
     """
     gz_bytes, origin = read_bpe(source)
     merges = parse_merges(gz_bytes, origin)
@@ -214,7 +252,10 @@ def _write_folder(target: Path, files: dict[str, str]) -> Path:
 
 
 def tokenizer_status(cache_dir: Path) -> dict:
-    """{"cache_dir", "complete", "folders": {folder: {"present", "missing_files", "vocab_size", "pad_token"}}}"""
+    """{"cache_dir", "complete", "folders": {folder: {"present", "missing_files", "vocab_size", "pad_token"}}}
+
+    Raises nothing.
+    """
     cache_dir = Path(cache_dir)
     folders = {spec.folder: _folder_status(cache_dir / spec.folder) for spec in TOKENIZERS}
     complete = all(

@@ -137,3 +137,21 @@ def no_process_left(marker: str) -> list[str]:
         if marker in cmd and proc.pid != os.getpid():
             found.append(cmd)
     return found
+
+
+def write_tiny_clip_tokenizer(folder: Path) -> None:
+    """A byte-level CLIP vocabulary without merges (every character is one token): loads fast, counts exactly."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, extra = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    symbols = [chr(c) for c in cs]
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")

@@ -69,3 +69,39 @@ def test_render_end_to_end(home, tmp_path, base_file, dataset_dir):
 def test_debug_shows_traceback(home, tmp_path):
     result = run_kr("--debug", "presets", "show", "nothing")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+# --- the CLI's shared helpers ----------------------------------------------------------------------------
+
+
+def test_display_helpers_align_and_format_one_way():
+    from kohya_runner.cli.display import duration, number, text_table, value
+
+    assert text_table([("a", "long cell", ""), ("bbb", "x", "end")], ("K", "V", "Z")).splitlines() == [
+        "K    V          Z", "a    long cell", "bbb  x          end"]
+    assert text_table([]) == ""
+    assert [duration(s) for s in (None, 0, 59.6, 3725, 100 * 3600)] == ["–", "0:00:00", "0:01:00", "1:02:05", "100:00:00"]
+    assert [value(v) for v in ("plain", None, 2e-4, [1, "ü"], {"a": True})] == [
+        "plain", "null", "0.0002", '[1, "ü"]', '{"a": true}']
+    assert [number(None), number(0.123456), number(12.5, 3)] == ["–", "0.1235", "12.5"]
+
+
+def test_open_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monkeypatch):
+    from kohya_runner import ledger as ledger_mod, run as run_mod
+    from kohya_runner.cli.common import open_ledger
+
+    class FakeLedger:
+        active: list = []
+
+        def runs(self, status=None):
+            return self.active
+
+    settled = []
+    monkeypatch.setattr(ledger_mod, "open_ledger", lambda root: FakeLedger())
+    monkeypatch.setattr(run_mod, "reconcile", lambda root: settled.append(root))
+    open_ledger(tmp_path)
+    FakeLedger.active = ["a running row"]
+    open_ledger(tmp_path, settle=False)
+    assert settled == []
+    open_ledger(tmp_path)
+    assert settled == [tmp_path]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_standin_checkout, no_process_left, run_kr
-from test_vendor import fake_open_clip_wheel
+from vendor_fixtures import fake_open_clip_wheel
 from tiny_fixtures import tiny_bases  # noqa: F401  (session fixture)
 
 from kohya_runner import doctor

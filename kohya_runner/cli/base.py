@@ -28,7 +28,7 @@ def tiny(ctx, family, as_json):
     from ..tiny import build_tiny_base
 
     path = build_tiny_base(workspace.tiny_base_dir(home(ctx), family), family)
-    print_json({"family": family, "path": str(path)}) if as_json else click.echo(f"tiny {family} base: {path}")
+    print_json({"family": family, "path": str(path)}, schema="base-tiny") if as_json else click.echo(f"tiny {family} base: {path}")
 
 
 @base.command("random", epilog="Example:\n\n  kr base random sd15 --seed 7 -o ./random-sd15.safetensors")
@@ -60,6 +60,6 @@ def info(path, as_json):
 
     found = detect_architecture(path)
     if as_json:
-        print_json(found.to_dict())
+        print_json(found.to_dict(), schema="base-info")
         return
     click.echo(f"{path}: {found.family} ({found.format}) — {found.reason}")

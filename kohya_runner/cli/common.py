@@ -16,15 +16,25 @@ def home(ctx: click.Context) -> Path:
     return workspace.home((ctx.find_root().obj or {}).get("home"))
 
 
-def print_json(data: Any) -> None:
+def print_json(data: Any, schema: str | None = None) -> None:
+    """Print data as indented JSON; with `schema` ("vendor-status"), a dict gains "schema": "kr.vendor-status/1"
+    first, the versioned shape every `--json` output carries (a schema the data names itself is kept)."""
+    if schema is not None and isinstance(data, dict) and "schema" not in data:
+        data = {"schema": f"kr.{schema}/1", **data}
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def console():
-    from rich.console import Console
+def open_ledger(root: Path, *, settle: bool = True):
+    """The workspace's ledger; with settle, runs whose kr process died are settled first (run.reconcile),
+    so no command reads a dead run as running. Raises nothing of its own."""
+    from ..ledger import ACTIVE, open_ledger as open_workspace_ledger
 
-    # Not a terminal (a pipe, a log file): wide enough that tables do not wrap every cell.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    ledger = open_workspace_ledger(root)
+    if settle and ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
+        from ..run import reconcile
+
+        reconcile(root)
+    return ledger
 
 
 def err(message: str) -> None:

@@ -25,6 +25,19 @@ def _spec_for(ctx, folder: str, preset_name: str, overrides):
     return preset.resolve(preset_name, home(ctx), list(overrides), {"dataset.dir": folder}).spec
 
 
+def _with_tokenizer_folder(ctx, spec):
+    """The spec with model.tokenizer_cache_dir settled by tokenizers.folder_for (`~` expanded).
+
+    Why: run.check_dataset reads the field as written; until it asks folder_for itself, the CLI hands
+    it the settled folder so `kr dataset check` counts tokens with the tokenizers a run would use.
+    """
+    from ..tokenizers import folder_for
+
+    spec = spec.model_copy(deep=True)
+    spec.model.tokenizer_cache_dir = str(folder_for(home(ctx), spec))
+    return spec
+
+
 @dataset.command("check", epilog="Example:\n\n  kr dataset check ./marker-images --preset marker")
 @click.argument("folder", type=click.Path())
 @click.argument("overrides", nargs=-1)
@@ -35,7 +48,7 @@ def check(ctx, folder, overrides, preset_name, as_json):
     """Errors and warnings (each with the file and the fix), buckets and step arithmetic. Exit 1 on errors."""
     from ..run import check_dataset
 
-    spec = _spec_for(ctx, folder, preset_name, overrides)
+    spec = _with_tokenizer_folder(ctx, _spec_for(ctx, folder, preset_name, overrides))
     report = check_dataset(home(ctx), spec)
     if as_json:
         print_json(report.to_dict())
@@ -112,13 +125,13 @@ def stats(ctx, folder, overrides, preset_name, as_json):
     """Counts, resolutions, buckets, caption lengths and the most frequent words (local output only)."""
     from pathlib import Path
 
-    from .. import dataset as dataset_mod, render, workspace
+    from .. import dataset as dataset_mod, render
+    from ..tokenizers import existing_folder_for
 
     spec = _spec_for(ctx, folder, preset_name, overrides)
     render.resolve_dataset_dir(spec)
-    tokenizers = workspace.tokenizers_dir(home(ctx))
     result = dataset_mod.stats(Path(folder), dataset_mod.settings_from_spec(spec),
-                               tokenizer_dir=tokenizers if tokenizers.is_dir() else None)
+                               tokenizer_dir=existing_folder_for(home(ctx), spec))
     data = result.to_dict()
     if as_json:
         print_json(data)

@@ -17,7 +17,6 @@ Examples:
 Exit 1 when any check fails; each failed line says how to fix it."""
 
 SYMBOL = {"ok": "✓", "warn": "!", "fail": "✗"}
-ESSENTIAL = ("preset", "trainer python", "torch", "sd-scripts", "tokenizers", "base model", "dataset")
 
 
 @click.command(epilog=EPILOG)
@@ -47,20 +46,12 @@ def doctor(ctx, preset_name, overrides, base, dataset_dir, smoke, gpu, timeout, 
     if not as_json:
         _show(report.checks)
     if smoke:
-        blocking = [c.name for c in report.failed if c.name in ESSENTIAL]
-        if blocking:
-            check = lib.Check("smoke run", "fail", f"not started: {', '.join(blocking)} failed",
-                              "fix those first (see their lines)")
-            data = None
-        else:
-            say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
-            check, data = lib.smoke(root, plan, gpus=gpus, timeout=timeout, progress=say)
-        report.checks.append(check)
-        report.smoke = data
+        say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+        check = lib.smoke_if_ready(root, plan, report, gpus=gpus, timeout=timeout, progress=say)
         if not as_json:
             _show([check])
     if as_json:
-        print_json(report.to_dict())
+        print_json(report.to_dict(), schema="doctor")
         if not report.ok:
             raise SystemExit(1)
         return

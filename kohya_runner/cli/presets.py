@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import console, home, print_json
+from .common import home, print_json
+from .display import text_table, value
 
 EXAMPLES = """\b
 Examples:
@@ -31,16 +32,9 @@ def ls(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json([{"name": p.name, "origin": p.origin, "path": str(p.path), **p.header} for p in found])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "origin", "extends", "vram", "dataset", "description"):
-        table.add_column(column)
-    for p in found:
-        h = p.header
-        table.add_row(p.name, p.origin, h.get("extends", ""), h.get("vram", ""), h.get("dataset_size", ""),
-                      h.get("description", ""))
-    console().print(table)
+    rows = [(p.name, p.origin, str(p.header.get("extends", "")), str(p.header.get("vram", "")),
+             str(p.header.get("dataset_size", "")), str(p.header.get("description", ""))) for p in found]
+    click.echo(text_table(rows, ("NAME", "ORIGIN", "EXTENDS", "VRAM", "DATASET", "DESCRIPTION")))
 
 
 @presets.command("show", epilog="Example:\n\n  kr presets show marker")
@@ -55,7 +49,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     target = chain[-1]
     if as_json:
         print_json({"name": target.name, "origin": target.origin, "path": str(target.path),
-                    "extends": [p.name for p in chain[:-1]], "header": target.header, "body": target.body})
+                    "extends": [p.name for p in chain[:-1]], "header": target.header, "body": target.body},
+                   schema="preset")
         return
     lineage = " → ".join(p.name for p in chain)
     click.echo(f"# {target.path}  ({target.origin}; {lineage})")
@@ -90,18 +85,12 @@ def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: 
     if as_json:
         print_json({"preset": resolved.preset.name, "chain": [p.label for p in resolved.chain],
                     "spec_hash": resolved.spec.hash(),
-                    "values": [{"key": r.key, "value": r.value, "source": r.source} for r in rows]})
+                    "values": [{"key": r.key, "value": r.value, "source": r.source} for r in rows]},
+                   schema="preset-explain")
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("key", "value", "set by"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r.key, _show(r.value), r.source)
-    out = console()
-    out.print(f"preset {resolved.preset.name}: " + " → ".join(p.label for p in resolved.chain))
-    out.print(table)
+    click.echo(f"preset {resolved.preset.name}: " + " → ".join(p.label for p in resolved.chain))
+    # the value column last: a long value (sample prompts) then never pads the columns after it
+    click.echo(text_table([(r.key, r.source, value(r.value)) for r in rows], ("KEY", "SET BY", "VALUE")))
 
 
 @presets.command("validate", epilog="Example:\n\n  kr presets validate ./my-marker.toml")
@@ -117,12 +106,6 @@ def validate(ctx: click.Context, file: str, as_json: bool) -> None:
     resolved = preset.validate_file(Path(file), home(ctx))
     if as_json:
         print_json({"ok": True, "file": file, "chain": [p.label for p in resolved.chain],
-                    "spec_hash": resolved.spec.hash()})
+                    "spec_hash": resolved.spec.hash()}, schema="preset-validate")
         return
     click.echo(f"{file}: ok ({' → '.join(p.name for p in resolved.chain)}, spec {resolved.spec.hash()})")
-
-
-def _show(value) -> str:
-    import json
-
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -36,7 +36,8 @@ def render(ctx, preset_name, overrides, dataset_dir, base, out_dir, force, as_js
     target = Path(out_dir) if out_dir else Path(f"kr-render-{resolved.preset.name}")
     rendered = render_mod.render(resolved.spec, target, root, force=force, log_prefix=f"{resolved.spec.output_name}_")
     if as_json:
-        print_json({**rendered.to_json(), "preset": resolved.preset.name, "spec_hash": resolved.spec.hash()})
+        print_json({**rendered.to_json(), "preset": resolved.preset.name, "spec_hash": resolved.spec.hash()},
+                   schema="render")
         return
     for path in rendered.files:
         click.echo(f"wrote {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import home, print_json
+from .display import text_table
 
 EPILOG = """\b
 Examples:
@@ -27,7 +28,7 @@ def vendor() -> None:
 
 
 def _pin():
-    from ..vendor import load_pin
+    from ..vendoring import load_pin
 
     return load_pin()
 
@@ -48,7 +49,7 @@ def install(ctx, source, use_git, bundle_file, force, as_json):
     """Install the pinned sd-scripts; its git tree is computed and compared with the pin before anything moves."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import BadInput
 
     chosen = [name for name, value in (("--from", source), ("--git", use_git), ("--bundle", bundle_file)) if value]
@@ -60,7 +61,7 @@ def install(ctx, source, use_git, bundle_file, force, as_json):
     if bundle_file:
         done = lib.install_bundle(Path(bundle_file).expanduser(), root, pin=pin, force=force)
         if as_json:
-            print_json(done.to_dict())
+            print_json(done.to_dict(), schema="vendor-install-bundle")
             return
         _installed(done.sd_scripts, pin)
         click.echo(f"trainer environment: {done.env.path} (torch: {done.env.torch_spec}; from the bundle's wheelhouse)")
@@ -72,10 +73,10 @@ def install(ctx, source, use_git, bundle_file, force, as_json):
     else:
         result = lib.install(Path(source).expanduser(), dest, expected_tree=pin.tree, force=force, commit=pin.commit)
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="vendor-install")
         return
     _installed(result, pin)
-    from ..vendor import find_trainer_python
+    from ..vendoring import find_trainer_python
 
     if find_trainer_python(root) is None:
         click.echo("next: `kr vendor env` creates its trainer environment")
@@ -103,7 +104,7 @@ def env(ctx, wheelhouse, torch_spec, base_python, force, as_json):
     """Create the trainer's venv: torch first, then sd-scripts' requirements.txt (pip output → <env>.kr-pip.log)."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     root = home(ctx)
     checkout = _require_checkout(root)
@@ -114,14 +115,14 @@ def env(ctx, wheelhouse, torch_spec, base_python, force, as_json):
     made = lib.create_trainer_env(checkout, lib.default_env_dir(root), wheelhouse=Path(wheelhouse) if wheelhouse else None,
                                   torch_spec=spec, force=force, base_python=base_python)
     if as_json:
-        print_json(made.to_dict())
+        print_json(made.to_dict(), schema="vendor-env")
         return
     click.echo(f"✓ trainer environment {made.path} ({made.python})")
 
 
 def _require_checkout(root):
     from ..errors import BadInput
-    from ..vendor import default_sd_scripts_dir, find_sd_scripts
+    from ..vendoring import default_sd_scripts_dir, find_sd_scripts
 
     checkout = find_sd_scripts(root)
     if checkout is None:
@@ -146,7 +147,7 @@ def bundle(ctx, out, source, torch_spec, find_links, tokenizer_source, python, a
     """On a connected machine: sd-scripts + a wheelhouse + the tokenizer source in one file, for `install --bundle`."""
     from pathlib import Path
 
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     root = home(ctx)
     checkout = Path(source).expanduser() if source else _require_checkout(root)
@@ -155,7 +156,7 @@ def bundle(ctx, out, source, torch_spec, find_links, tokenizer_source, python, a
                       pip_options=options, python=python,
                       tokenizer_source=Path(tokenizer_source).expanduser() if tokenizer_source else None)
     if as_json:
-        print_json(made.to_dict())
+        print_json(made.to_dict(), schema="vendor-bundle")
         return
     click.echo(f"✓ wrote {made.path} ({made.size / 2**20:.1f} MiB, {made.files} files)")
     click.echo(f"sha256 {made.sha256}")
@@ -167,11 +168,11 @@ def bundle(ctx, out, source, torch_spec, find_links, tokenizer_source, python, a
 @click.pass_context
 def status(ctx, as_json):
     """The pin, the installed checkout (verified), the trainer environment and the tokenizer cache."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
 
     report = lib.status(home(ctx))
     if as_json:
-        print_json(report)
+        print_json(report, schema="vendor-status")
         return
     pin, sd, trainer, tok = report["pin"], report["sd_scripts"], report["trainer"], report["tokenizers"]
     rows = [("pin", f"sd-scripts {pin['commit'][:7]} (v{pin['version']}), git tree {pin['tree'][:12]}")]
@@ -197,8 +198,7 @@ def status(ctx, as_json):
         rows.append(("trainer", f"{trainer['python']}: Python {trainer['python_version']}, {torch}"))
     state = "✓ complete" if tok["complete"] else "✗ incomplete; `kr vendor tokenizers --source WHEEL|DIR`"
     rows.append(("tokenizers", f"{tok['cache_dir']} {state}"))
-    for name, text in rows:
-        click.echo(f"{name:<12}{text}")
+    click.echo(text_table(rows))
 
 
 @vendor.command("verify", epilog="Example:\n\n  kr vendor verify --json")
@@ -206,13 +206,13 @@ def status(ctx, as_json):
 @click.pass_context
 def verify(ctx, as_json):
     """Hash the installed checkout (git tree, in Python) and compare it with the pin; exit 1 naming what differs."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import Failed
 
     root, pin = home(ctx), _pin()
     result = lib.verify(_require_checkout(root), expected_tree=pin.tree)
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="vendor-verify")
         if not result.ok:
             raise SystemExit(1)
         return
@@ -228,7 +228,7 @@ def verify(ctx, as_json):
 @click.pass_context
 def drift(ctx, as_json):
     """Import the installed sd-scripts' argument parsers and diff them with kr's pinned option manifest; exit 1 on drift."""
-    from .. import vendor as lib
+    from .. import vendoring as lib
     from ..errors import BadInput
 
     root = home(ctx)
@@ -239,7 +239,7 @@ def drift(ctx, as_json):
                        "the python where sd-scripts' requirements are installed")
     result = lib.drift(checkout, python)
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="vendor-drift")
     else:
         _show_drift(result, checkout)
     if not result.ok:
@@ -274,13 +274,12 @@ def tokenizers(ctx, source, out, as_json):
     """Write the CLIP tokenizer folders sd-scripts reads from --tokenizer_cache_dir, from open-clip's BPE vocabulary."""
     from pathlib import Path
 
-    from ..tokenizers import build_tokenizer_cache
-    from ..vendor import default_tokenizer_dir
+    from ..tokenizers import build_tokenizer_cache, folder_for
 
-    cache = Path(out).expanduser() if out else default_tokenizer_dir(home(ctx))
+    cache = folder_for(home(ctx), out)
     folders = build_tokenizer_cache(cache, source=Path(source).expanduser() if source else None)
     if as_json:
-        print_json({"cache_dir": str(cache), "folders": [str(folder) for folder in folders]})
+        print_json({"cache_dir": str(cache), "folders": [str(folder) for folder in folders]}, schema="vendor-tokenizers")
         return
     for folder in folders:
         click.echo(f"✓ {folder}")

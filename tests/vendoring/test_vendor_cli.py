@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_standin_checkout, run_kr
-from test_vendor import (
+from vendor_fixtures import (
     archive,
     build_wheel,
     fake_open_clip_wheel,
@@ -66,6 +66,7 @@ def test_install_from_a_tarball_then_status_and_verify(kr, standin, tmp_path):
     installed = kr.json("vendor", "install", "--from", tarball)
     assert installed["tree"] == standin["tree"] and installed["commit"] == standin["commit"]
     assert installed["path"] == str(standin["dest"]) and (standin["dest"] / "networks" / "lora.py").is_file()
+    assert installed["schema"] == "kr.vendor-install/1"
 
     status = kr.json("vendor", "status")
     assert status["pin"]["commit"] == standin["commit"]
@@ -84,6 +85,7 @@ def test_install_from_a_tarball_then_status_and_verify(kr, standin, tmp_path):
     assert as_json.exit_code == 1
     report = json.loads(as_json.stdout)
     assert report["changed"] == ["networks/lora.py"] and report["extra"] == ["library/__pycache__/"]
+    assert report["schema"] == "kr.vendor-verify/1"
     assert kr.json("vendor", "status")["sd_scripts"]["verified"] is False
 
     again = kr("vendor", "install", "--from", tarball)
@@ -112,7 +114,7 @@ def test_install_git_clones_the_pinned_commit(kr, standin):
 def test_env_bundle_and_install_bundle_offline(kr, standin, wheels, tmp_path, monkeypatch):
     kr.json("vendor", "install", "--from", standin["repo"])
     made = kr.json("vendor", "env", "--wheelhouse", wheels, "--torch", "torch==0.0.1+cpu")
-    assert made["offline"] and Path(made["python"]).is_file()
+    assert made["offline"] and Path(made["python"]).is_file() and made["schema"] == "kr.vendor-env/1"
     trainer = kr.json("vendor", "status")["trainer"]
     assert trainer["torch"] == "0.0.1+cpu" and trainer["cuda"] is None and trainer["from"] == "default"
 
@@ -127,7 +129,7 @@ def test_env_bundle_and_install_bundle_offline(kr, standin, wheels, tmp_path, mo
     monkeypatch.setenv("KR_VENDOR_DIR", str(other_vendor))
     kr.home = other_home
     done = kr.json("vendor", "install", "--bundle", bundle)
-    assert done["sd_scripts"]["tree"] == standin["tree"]
+    assert done["sd_scripts"]["tree"] == standin["tree"] and done["schema"] == "kr.vendor-install-bundle/1"
     python = done["env"]["python"]
     assert subprocess.run([python, "-c", "import krfakedep, torch"]).returncode == 0
     assert [Path(p).parent for p in done["tokenizers"]] == [other_home / "tokenizers"] * 2
@@ -149,7 +151,7 @@ def test_drift_reports_a_planted_option_change(kr, pinned_manifest, tmp_path, mo
     assert result.exit_code == 1
     assert "~ sdxl_train_network: --learning_rate default" in result.output and "0.001" in result.output
     report = json.loads(kr("vendor", "drift", "--json").stdout)
-    assert not report["ok"] and [(c["option"], c["attribute"], c["new"]) for c in report["changed"]] == [
+    assert report["schema"] == "kr.vendor-drift/1" and not report["ok"] and [(c["option"], c["attribute"], c["new"]) for c in report["changed"]] == [
         ("learning_rate", "default", 0.001)]
 
     monkeypatch.delenv("KR_SD_PYTHON")
@@ -160,7 +162,7 @@ def test_tokenizers_fill_the_folder_rendered_configs_point_at(kr, home, wheels, 
     import toml
 
     result = kr.json("vendor", "tokenizers", "--source", wheels)
-    assert result["cache_dir"] == str(home / "tokenizers")
+    assert result["cache_dir"] == str(home / "tokenizers") and result["schema"] == "kr.vendor-tokenizers/1"
     assert [Path(p).name for p in result["folders"]] == ["openai_clip-vit-large-patch14",
                                                           "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k"]
     kr("render", "marker", "--dataset", dataset_dir, "--base", base_file, "-o", tmp_path / "out", ok=True)

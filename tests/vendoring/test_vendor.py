@@ -1,4 +1,4 @@
-"""kohya_runner.vendor and kohya_runner.gittree against real git, real archives, real venvs and pip.
+"""kohya_runner.vendoring and kohya_runner.gittree against real git, real archives, real venvs and pip.
 
 No network: wheels are built here, pip runs with --no-index, the "offline" git test uses a closed
 loopback port.
@@ -6,8 +6,6 @@ loopback port.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
 import io
 import json
@@ -16,12 +14,24 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from kohya_runner import vendor
+from vendor_fixtures import (  # noqa: F401  (pinned_manifest is a fixture)
+    archive,
+    build_wheel,
+    fake_open_clip_wheel,
+    git,
+    make_repo,
+    needs_git,
+    pinned_manifest,
+    standin_checkout,
+    tamper_tar,
+    write,
+)
+
+from kohya_runner import vendoring as vendor
 from kohya_runner.errors import BadInput, Failed
 from kohya_runner.gittree import (
     directory_entries,
@@ -30,43 +40,8 @@ from kohya_runner.gittree import (
     tarball_tree_hash,
 )
 from kohya_runner.resources import data_dir, source_checkout
-from kohya_runner.vendor import Pin
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "kr test",
-    "GIT_AUTHOR_EMAIL": "kr@example.invalid",
-    "GIT_COMMITTER_NAME": "kr test",
-    "GIT_COMMITTER_EMAIL": "kr@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "HOME": "/nonexistent",
-}
-
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="the git CLI is needed to produce reference tree ids")
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def write(path: Path, text: str | bytes, executable: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode() if isinstance(text, str) else text)
-    path.chmod(0o755 if executable else 0o644)
-    return path
-
-
-def make_repo(root: Path, files: dict[str, str], executables=(), links: dict[str, str] | None = None) -> tuple[str, str]:
-    """A committed git repository; returns (commit, tree) as the git CLI reports them."""
-    root.mkdir(parents=True)
-    git("init", "-q", cwd=root)
-    for rel, text in files.items():
-        write(root / rel, text, rel in executables)
-    for rel, target in (links or {}).items():
-        os.symlink(target, root / rel)
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "snapshot", cwd=root)
-    return git("rev-parse", "HEAD", cwd=root), git("rev-parse", "HEAD^{tree}", cwd=root)
+from kohya_runner.vendoring import Pin
+from kohya_runner.vendoring.bundles import _downloadable_requirements
 
 
 # Names that exercise git's order: "a-b" < "a.txt" < "a/" (sorted as "a/") < "a0"; plus unicode,
@@ -89,11 +64,6 @@ def sample(tmp_path) -> tuple[Path, str, str]:
     repo = tmp_path / "sample"
     commit, tree = make_repo(repo, SAMPLE_FILES, executables={"run.sh"}, links={"link": "a.txt", "dirlink": "a/b"})
     return repo, commit, tree
-
-
-def archive(repo: Path, out: Path, fmt: str = "tar") -> Path:
-    git("archive", f"--format={fmt}", "--prefix=sd-scripts-x/", "-o", str(out), "HEAD", cwd=repo)
-    return out
 
 
 def reference_list(repo: Path) -> dict:
@@ -138,17 +108,6 @@ def test_archive_tree_hash_equals_git_without_extracting(sample, tmp_path, fmt):
 
 
 # --- install ----------------------------------------------------------------------------------------
-
-
-def tamper_tar(source: Path, out: Path, member_suffix: str) -> Path:
-    """Copy a tar, changing one byte of the member whose name ends with member_suffix."""
-    with tarfile.open(source) as old, tarfile.open(out, "w") as new:
-        for info in old:
-            data = old.extractfile(info).read() if info.isfile() else None
-            if data is not None and info.name.endswith(member_suffix):
-                data = bytes([data[0] ^ 1]) + data[1:]
-            new.addfile(info, io.BytesIO(data) if data is not None else None)
-    return out
 
 
 @needs_git
@@ -326,44 +285,10 @@ def test_torch_spec_for_cpu_and_gpu_machines():
 
 def test_editable_lines_are_left_out_of_the_download(tmp_path):
     requirements = write(tmp_path / "requirements.txt", "accelerate==1.6.0\n# comment\n\ntoml==0.10.2  # pinned\n-e .\n")
-    assert vendor._downloadable_requirements(requirements) == (["accelerate==1.6.0", "toml==0.10.2"], True)
+    assert _downloadable_requirements(requirements) == (["accelerate==1.6.0", "toml==0.10.2"], True)
 
 
 # --- trainer environment, bundle -------------------------------------------------------------------
-
-
-def build_wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
-    """A minimal, valid pure-Python wheel (pip checks METADATA, WHEEL and RECORD)."""
-    dist = f"{name.replace('-', '_')}-{version}.dist-info"
-    contents = {
-        **files,
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: kr-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{path},sha256={_urlsafe_sha(text.encode())},{len(text.encode())}" for path, text in contents.items()]
-    contents[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
-    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        for rel, text in contents.items():
-            wheel.writestr(rel, text)
-    return path
-
-
-def _urlsafe_sha(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def fake_open_clip_wheel(folder: Path) -> Path:
-    """An open_clip_torch wheel whose BPE file has CLIP's shape (48,894 distinct merges), built offline."""
-    from kohya_runner.tokenizers import MERGE_COUNT, byte_symbols
-
-    symbols = byte_symbols()
-    merges = [f"{first} {second}" for first in symbols for second in symbols][:MERGE_COUNT]
-    gz = gzip.compress(("#version: 0.2\n" + "\n".join(merges) + "\n").encode())
-    path = folder / "open_clip_torch-0.0.1-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr("open_clip/bpe_simple_vocab_16e6.txt.gz", gz)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -517,47 +442,6 @@ def test_bundle_refuses_a_checkout_that_is_not_the_pin(offline_world, tmp_path):
 
 
 # --- drift ------------------------------------------------------------------------------------------
-
-STANDIN_BUILDER = '''
-"""Stand-in for sd-scripts: an argparse parser built from an option manifest (options.json)."""
-import argparse, json, os, pathlib
-
-def int_or_float(value):
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-TYPES = {"int": int, "float": float, "str": str, "int_or_float": int_or_float, "Path": pathlib.Path, None: None}
-ACTIONS = {"storetrue": "store_true", "storefalse": "store_false"}
-
-def build(script):
-    options = json.load(open(os.path.join(os.path.dirname(__file__), "options.json")))["scripts"][script]
-    parser = argparse.ArgumentParser()
-    for dest, spec in options.items():
-        kwargs = {"dest": dest, "default": spec["default"], "required": spec["required"]}
-        if spec["action"] == "store":
-            kwargs.update(type=TYPES[spec["type"]], choices=spec["choices"], nargs=spec["nargs"])
-        else:
-            kwargs["action"] = ACTIONS[spec["action"]]
-        parser.add_argument(*spec["flags"], **kwargs)
-    return parser
-'''
-
-
-def standin_checkout(folder: Path, manifest: dict) -> Path:
-    write(folder / "standin.py", STANDIN_BUILDER)
-    write(folder / "options.json", json.dumps(manifest))
-    for script in ("train_network", "sdxl_train_network"):
-        write(
-            folder / f"{script}.py",
-            f"import standin\nprint('noise on stdout at import')\n\ndef setup_parser():\n    return standin.build({script!r})\n",
-        )
-    return folder
-
-
-@pytest.fixture
-def pinned_manifest() -> tuple[Path, dict]:
-    path = data_dir("vendor") / "sd-scripts-args.json"
-    return path, json.loads(path.read_text())
 
 
 def test_an_unmodified_checkout_shows_no_drift(tmp_path, pinned_manifest):
