@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import archive, contract, metrics
+from . import archive, contract, metrics, runfolder
 from .errors import BadInput, Failed
 
 POLICIES = ("keep", "minimal", "scrub")
@@ -68,13 +68,13 @@ class Losses:
 
 
 def load_points(run_dir: Path) -> list:
-    csv_path = run_dir / archive.ARCHIVE_DIR / "loss.csv"
+    csv_path = runfolder.of(run_dir).loss_csv
     if csv_path.is_file():
         try:
             return metrics.read_csv(csv_path)
         except (OSError, ValueError, KeyError):
             pass
-    return metrics.read_folder(run_dir / "logs")  # a live run, or an archive that was never written
+    return metrics.read_folder(runfolder.of(run_dir).logs)  # a live run, or an archive that was never written
 
 
 def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
@@ -89,7 +89,7 @@ def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
 def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[int] = None,
                      steps_total: Optional[int] = None, losses: Optional[Losses] = None) -> tuple[list[Checkpoint], str]:
     """Every saved LoRA of the run, oldest first, each with its loss; and the loss tag used."""
-    output_dir = run_dir / "output"
+    output_dir = runfolder.of(run_dir).output
     losses = losses or Losses.of_run(run_dir)
     steps_per_epoch = steps_total // epochs_total if epochs_total and steps_total and steps_total % epochs_total == 0 else None
     found: list[Checkpoint] = []
@@ -157,13 +157,13 @@ def choose(home: Path, ref: str, *, epoch: Optional[int] = None, step: Optional[
 
     row = open_ledger(home).find(ref)
     run_dir = Path(row.run_dir)
-    if not (run_dir / "spec.json").is_file():
+    if not runfolder.of(run_dir).spec.is_file():
         raise BadInput(f"run {row.run_id} has no spec.json ({run_dir}); it never started. Fix: pick another run")
     spec = load_spec(run_dir)
     epochs_total, steps_total = run_totals(run_dir, row)
     found, tag = list_checkpoints(run_dir, spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
     if not found:
-        raise BadInput(f"run {row.run_id} saved no LoRA file in {run_dir / 'output'} ({row.status}). "
+        raise BadInput(f"run {row.run_id} saved no LoRA file in {runfolder.of(run_dir).output} ({row.status}). "
                        "Fix: pick a run that saved checkpoints (`kr runs ls --status succeeded`)")
     saved = ", ".join(c.label for c in found)
     if sum([epoch is not None, step is not None, bool(best_loss)]) > 1:

@@ -311,3 +311,11 @@ def _slug(name: str) -> str:
 
 def open_ledger(home: Path) -> Ledger:
     return Ledger(home / "ledger.sqlite")
+
+
+def duration_text(seconds: Optional[float]) -> str:
+    """H:MM:SS (rounded to the second), '–' when unknown: how kr shows a run's duration everywhere."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

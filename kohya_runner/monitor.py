@@ -1,19 +1,21 @@
-"""Watching a trainer: its console stream → progress, NaN, and a classified outcome; resource samples.
+"""Watching a trainer: its console stream → progress, NaN, and a classified outcome.
 
-The stream is split on both '\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file,
-contract §5.4). Patterns live in kohya_runner.contract; this module only keeps state.
+The one log follower (LogFollower: a file offset, '\\r'/'\\n' segment splitting, Progress updates) is
+used by the supervisor, `kr runs tail`, the sweep scheduler and the report. The stream is split on both
+'\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file, contract §5.4). Patterns live
+in kohya_runner.contract; this module only keeps state. Resource sampling: kohya_runner.usage.
 """
 
 from __future__ import annotations
 
 import codecs
 import math
-import os
 import re
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from . import contract
@@ -70,7 +72,7 @@ def parse_segment(progress: Progress, line: str) -> Optional[str]:
     """Update `progress` from one console segment; return the kind of notable event, if any."""
     text = line.strip()
     progress.updated = time.monotonic()
-    bar = contract.STEPS_BAR.match(text)
+    bar = read_bar(text)
     if bar:
         _update_from_bar(progress, bar)
         return "nan" if progress.nan else "step"
@@ -90,17 +92,57 @@ def parse_segment(progress: Progress, line: str) -> Optional[str]:
     return None
 
 
-def _update_from_bar(progress: Progress, bar: re.Match) -> None:
-    progress.phase = "training"
-    progress.steps_done = int(bar["n"])
-    progress.steps_total = int(bar["total"])
+@dataclass
+class BarReading:
+    """One redraw of sd-scripts' `steps:` tqdm bar."""
+    steps_done: int
+    steps_total: int
+    elapsed: str
+    eta: Optional[str]
+    rate_known: bool  # tqdm printed a rate ('?' or nothing until it has one)
+    it_per_s: Optional[float]
+    postfix: str
+
+    @property
+    def elapsed_seconds(self) -> Optional[float]:
+        return tqdm_seconds(self.elapsed)
+
+
+def read_bar(segment: str) -> Optional[BarReading]:
+    """The tqdm bar in one console segment, or None if it is not one."""
+    bar = contract.STEPS_BAR.match(segment.strip())
+    if not bar:
+        return None
     eta = bar["eta"].strip()
-    progress.eta = None if eta in ("?", "") else eta
     rate = bar["rate"]
+    it_per_s = None
     if rate and rate != "?":
         value = float(rate)
-        progress.it_per_s = value if bar["unit"] == "it/s" else (1.0 / value if value else None)
-    loss = contract.AVR_LOSS.search(bar["postfix"] or "")
+        it_per_s = value if bar["unit"] == "it/s" else (1.0 / value if value else None)
+    return BarReading(int(bar["n"]), int(bar["total"]), bar["elapsed"], None if eta in ("?", "") else eta,
+                      rate not in (None, "?"), it_per_s, bar["postfix"] or "")
+
+
+def tqdm_seconds(text: str) -> Optional[float]:
+    """tqdm's elapsed field: 'MM:SS' or 'H:MM:SS'."""
+    try:
+        parts = [int(p) for p in text.strip().split(":")]
+    except ValueError:
+        return None
+    total = 0
+    for part in parts:
+        total = total * 60 + part
+    return float(total)
+
+
+def _update_from_bar(progress: Progress, bar: BarReading) -> None:
+    progress.phase = "training"
+    progress.steps_done = bar.steps_done
+    progress.steps_total = bar.steps_total
+    progress.eta = bar.eta
+    if bar.rate_known:
+        progress.it_per_s = bar.it_per_s
+    loss = contract.AVR_LOSS.search(bar.postfix)
     if loss:
         value = _float(loss.group(1))
         progress.avr_loss = value
@@ -297,64 +339,62 @@ def oom_hint(spec, during_sampling: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Resources: RSS of the whole process tree, and GPU memory through NVML when a GPU is present.
-
-
-def process_group_members(pgid: int) -> list:
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return members
-
-
-def tree_rss(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (data loader workers included)."""
-    import psutil
-
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-class GpuSampler:
-    """GPU memory in use through NVML; silent (None) where there is no NVIDIA driver."""
-
-    def __init__(self) -> None:
-        self._nvml = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-        except Exception:
-            self._nvml = None
-
-    def used_bytes(self, index: int = 0) -> Optional[int]:
-        if self._nvml is None:
-            return None
-        try:
-            handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
-            return int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
-        except Exception:
-            return None
+# Following a console log file: the one follower.
 
 
 def segments_of(data: bytes) -> Iterator[str]:
     splitter = SegmentSplitter()
     yield from splitter.feed(data)
     yield from splitter.flush()
+
+
+class LogFollower:
+    """Reads a trainer.log as it grows (from a file offset) into `progress`, segment by segment.
+
+    poll() returns the new complete segments with the event each one was (parse_segment); finish()
+    also returns the last segment that has no line end yet. A missing file is simply not there yet."""
+
+    def __init__(self, path: Path, progress: Optional[Progress] = None):
+        self.path = Path(path)
+        self.offset = 0
+        self.progress = progress if progress is not None else Progress()
+        self._splitter = SegmentSplitter()
+
+    def poll(self) -> list[tuple[str, Optional[str]]]:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                data = log.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        return self._parse(self._splitter.feed(data)) if data else []
+
+    def finish(self) -> list[tuple[str, Optional[str]]]:
+        """The rest of the file, including a last segment without a line end."""
+        events = self.poll()
+        return events + self._parse(self._splitter.flush())
+
+    def _parse(self, segments: list[str]) -> list[tuple[str, Optional[str]]]:
+        return [(segment, parse_segment(self.progress, segment)) for segment in segments]
+
+
+def read_progress(path: Path) -> Progress:
+    """The progress a whole (finished) log shows; an empty Progress if there is no log."""
+    follower = LogFollower(path)
+    follower.finish()
+    return follower.progress
+
+
+def last_bar(log: Path, tail: int = 256 * 1024) -> Optional[BarReading]:
+    """The trainer's last tqdm reading with a rate (steps, elapsed, rate), from the end of its log."""
+    if not log.is_file():
+        return None
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - tail))
+        data = handle.read()
+    for segment in reversed(list(segments_of(data))):
+        bar = read_bar(segment)
+        if bar and bar.rate_known:
+            return bar
+    return None

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import archive, atomic, contract
+from . import archive, atomic, contract, runfolder
 from .checkpoints import Checkpoint, Losses, best, list_checkpoints, run_totals
 from .errors import BadInput, KrError
+from .ledger import duration_text
+from .monitor import last_bar
 
-REPORT_DIR = "report"
+REPORT_DIR = runfolder.REPORT_DIR  # in a run folder, and likewise in a sweep folder
 PAGE = "index.html"
 SHEET = "sheet.png"
 LOSS_PLOT = "loss.png"
@@ -95,7 +96,7 @@ def column_key(kind: str, number: int) -> str:
 
 def scan_samples(run_dir: Path, output_name: str) -> dict[tuple[str, int], Sample]:
     """(column key, prompt index) → the newest sample file for it."""
-    folder = run_dir / "output" / "sample"
+    folder = runfolder.of(run_dir).samples
     found: dict[tuple[str, int], Sample] = {}
     if not folder.is_dir():
         return found
@@ -182,7 +183,7 @@ def load_run(row) -> RunData:
     from .run import load_spec
 
     run_dir = Path(row.run_dir)
-    if not (run_dir / "spec.json").is_file():
+    if not runfolder.of(run_dir).spec.is_file():
         raise BadInput(f"run {row.run_id} has no spec.json in {run_dir}: it failed before it was set up "
                        f"({row.status}: {row.hint or 'no detail'}). Fix: report on another run")
     spec = load_spec(run_dir)
@@ -401,43 +402,16 @@ def _png_bytes(image) -> bytes:
 # Timings, the loss plot, and the config's difference from its preset.
 
 
-def _seconds(text: str) -> Optional[float]:
-    """tqdm's elapsed field: 'MM:SS' or 'H:MM:SS'."""
-    try:
-        parts = [int(p) for p in text.strip().split(":")]
-    except ValueError:
-        return None
-    total = 0
-    for part in parts:
-        total = total * 60 + part
-    return float(total)
-
-
-def last_progress_bar(log: Path, tail: int = 256 * 1024) -> Optional[re.Match]:
-    """The trainer's last tqdm reading (steps, elapsed, rate), from the end of its console log."""
-    if not log.is_file():
-        return None
-    with open(log, "rb") as handle:
-        handle.seek(max(0, log.stat().st_size - tail))
-        text = handle.read().decode("utf-8", errors="replace")
-    for segment in reversed(re.split(r"\r\n|\r|\n", text)):
-        match = contract.STEPS_BAR.match(segment.strip())
-        if match and match["rate"] not in (None, "?"):
-            return match
-    return None
-
-
 def run_timings(data: RunData) -> dict[str, Any]:
     run = (data.manifest or {}).get("run") or {}
     started = run.get("started_at") or data.row.started_at
     finished = run.get("finished_at") or data.row.finished_at
     out: dict[str, Any] = {"total_seconds": (finished - started) if started and finished else data.row.duration}
-    bar = last_progress_bar(data.run_dir / "trainer.log")
+    bar = last_bar(runfolder.of(data.run_dir).log)
     if bar:
-        rate = float(bar["rate"])
-        out["it_per_s"] = rate if bar["unit"] == "it/s" else (1.0 / rate if rate else None)
-        out["training_loop_seconds"] = _seconds(bar["elapsed"])
-        out["steps"] = int(bar["n"])
+        out["it_per_s"] = bar.it_per_s
+        out["training_loop_seconds"] = bar.elapsed_seconds
+        out["steps"] = bar.steps_done
     elif data.row.it_per_s:
         out["it_per_s"] = data.row.it_per_s
     current = data.losses.series.get("loss/current") or data.losses.series.get("loss/average") or []
@@ -463,17 +437,15 @@ def timing_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 60:
+    """Under a minute with a tenth of a second (setup and sample rounds are short); else H:MM:SS."""
+    if seconds is not None and seconds < 60:
         return f"{seconds:.1f} s"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return duration_text(seconds)
 
 
 def loss_plot(data: RunData, out: Path) -> Optional[Path]:
     """The archive's loss.png, or a fresh plot of the logged losses (a live or never-archived run)."""
-    archived = data.run_dir / archive.ARCHIVE_DIR / "loss.png"
+    archived = runfolder.of(data.run_dir).loss_png
     if archived.is_file() and not data.row.active:
         shutil.copyfile(archived, out)
         return out
@@ -619,7 +591,7 @@ def run_report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, An
     started = time.perf_counter()
     row = open_ledger(home).find(ref)
     data = load_run(row)
-    out = Path(out) if out is not None else data.run_dir / REPORT_DIR
+    out = Path(out) if out is not None else runfolder.of(data.run_dir).report
     return _staged(out, started, lambda stage: _run_report(home, data, stage))
 
 
