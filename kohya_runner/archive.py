@@ -14,7 +14,7 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import __version__, atomic, contract, lorafile, metrics, runfolder
 from .hashing import sha256_file
@@ -33,11 +33,11 @@ class LoraCheck:
     ok: bool
     tensors: int = 0
     modules: int = 0
-    rank: Optional[int] = None
-    alpha: Optional[float] = None
-    dtype: Optional[str] = None
+    rank: int | None = None
+    alpha: float | None = None
+    dtype: str | None = None
     nonfinite_tensors: list[str] = field(default_factory=list)
-    problem: Optional[str] = None
+    problem: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,7 +101,7 @@ def lora_files(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("*.safetensors")) if output_dir.is_dir() else []
 
 
-def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool = False) -> Optional[Path]:
+def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool = False) -> Path | None:
     """The latest epoch or step checkpoint: what a stopped run leaves as its result (§7.1)."""
     candidates = []
     for path in lora_files(output_dir):
@@ -135,8 +135,8 @@ def write_losses(points: list[metrics.Point], archive_dir: Path, title: str) -> 
     return summary
 
 
-def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Optional[Path],
-          dataset_manifest: Optional[dict] = None, trainer_versions: Optional[dict] = None) -> dict[str, Any]:
+def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Path | None,
+          dataset_manifest: dict | None = None, trainer_versions: dict | None = None) -> dict[str, Any]:
     """Write `run_dir/archive/` and return the manifest."""
     folder = runfolder.of(run_dir)
     archive_dir = folder.archive
@@ -168,13 +168,13 @@ def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], 
     return manifest
 
 
-def read_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     path = runfolder.of(run_dir).manifest
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def export(run_dir: Path, destination: Path, run_id: str, *, policy: Optional[str] = None,
-           title: Optional[str] = None) -> Path:
+def export(run_dir: Path, destination: Path, run_id: str, *, policy: str | None = None,
+           title: str | None = None) -> Path:
     """A portable tarball: the archive, the LoRAs and the samples (not caches, not state folders).
 
     The LoRAs go in as copies with their header under the metadata `policy` (default: the run's

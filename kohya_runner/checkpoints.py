@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import archive, contract, metrics, runfolder
 from .errors import BadInput, Failed
@@ -24,9 +24,9 @@ POLICIES = ("keep", "minimal", "scrub")
 class Checkpoint:
     file: Path
     kind: str  # "epoch" | "step" | "final"
-    epoch: Optional[int]
-    step: Optional[int]
-    loss: Optional[float] = None
+    epoch: int | None
+    step: int | None
+    loss: float | None = None
 
     @property
     def label(self) -> str:
@@ -77,7 +77,7 @@ def load_points(run_dir: Path) -> list:
     return metrics.read_folder(runfolder.of(run_dir).logs)  # a live run, or an archive that was never written
 
 
-def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
+def run_totals(run_dir: Path, row=None) -> tuple[int | None, int | None]:
     """(epochs_total, steps_total) of a run, from its archive manifest or its ledger row."""
     manifest = archive.read_manifest(run_dir) or {}
     run = manifest.get("run") or {}
@@ -86,8 +86,8 @@ def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
     return epochs, steps
 
 
-def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[int] = None,
-                     steps_total: Optional[int] = None, losses: Optional[Losses] = None) -> tuple[list[Checkpoint], str]:
+def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: int | None = None,
+                     steps_total: int | None = None, losses: Losses | None = None) -> tuple[list[Checkpoint], str]:
     """Every saved LoRA of the run, oldest first, each with its loss; and the loss tag used."""
     output_dir = runfolder.of(run_dir).output
     losses = losses or Losses.of_run(run_dir)
@@ -117,7 +117,7 @@ def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[
     return found, tag
 
 
-def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> Optional[float]:
+def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> float | None:
     by_epoch = losses.epoch_validation if validation else losses.epoch
     by_step = losses.step_validation if validation else losses.step
     value = None
@@ -130,7 +130,7 @@ def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> Opt
     return value if value is not None and math.isfinite(value) else None
 
 
-def best(checkpoints: list[Checkpoint]) -> Optional[Checkpoint]:
+def best(checkpoints: list[Checkpoint]) -> Checkpoint | None:
     """The lowest loss; a tie goes to the earlier checkpoint (less training, same loss)."""
     scored = [c for c in checkpoints if c.loss is not None]
     return min(scored, key=lambda c: c.loss) if scored else None
@@ -149,7 +149,7 @@ class Choice:
                 "chosen": self.checkpoint.to_json(), "checkpoints": [c.to_json() for c in self.checkpoints]}
 
 
-def choose(home: Path, ref: str, *, epoch: Optional[int] = None, step: Optional[int] = None,
+def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
            best_loss: bool = False) -> Choice:
     """The checkpoint the user names (--epoch/--step), the lowest-loss one (--best), or the run's result."""
     from .ledger import open_ledger
@@ -204,8 +204,8 @@ def clean_name(name: str) -> str:
     return stem
 
 
-def release(home: Path, ref: str, out: Path, *, epoch: Optional[int] = None, step: Optional[int] = None,
-            best_loss: bool = False, policy: Optional[str] = None, name: Optional[str] = None,
+def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: int | None = None,
+            best_loss: bool = False, policy: str | None = None, name: str | None = None,
             force: bool = False) -> dict[str, Any]:
     """Copy the chosen checkpoint to `out/NAME.safetensors`, its header rewritten per `policy`."""
     from .ledger import open_ledger

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from . import contract
 
@@ -42,22 +42,22 @@ class SegmentSplitter:
 @dataclass
 class Progress:
     steps_done: int = 0
-    steps_total: Optional[int] = None
-    epoch: Optional[int] = None
-    epochs_total: Optional[int] = None
-    avr_loss: Optional[float] = None
-    min_loss: Optional[float] = None
-    it_per_s: Optional[float] = None
-    eta: Optional[str] = None
+    steps_total: int | None = None
+    epoch: int | None = None
+    epochs_total: int | None = None
+    avr_loss: float | None = None
+    min_loss: float | None = None
+    it_per_s: float | None = None
+    eta: str | None = None
     phase: str = "starting"
     model_saved: bool = False
     no_data: bool = False
     nan: bool = False
     checkpoints: list[str] = field(default_factory=list)
     sample_rounds: int = 0
-    exception: Optional[str] = None
-    failure: Optional[str] = None  # the first failure signature seen (contract.FAILURES)
-    divergence: Optional[str] = None  # why kr's loss guard stopped the run (spec.guard), if it did
+    exception: str | None = None
+    failure: str | None = None  # the first failure signature seen (contract.FAILURES)
+    divergence: str | None = None  # why kr's loss guard stopped the run (spec.guard), if it did
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
     updated: float = field(default_factory=time.monotonic)
 
@@ -68,7 +68,7 @@ class Progress:
         return {k: getattr(self, k) for k in keys}
 
 
-def parse_segment(progress: Progress, line: str) -> Optional[str]:
+def parse_segment(progress: Progress, line: str) -> str | None:
     """Update `progress` from one console segment; return the kind of notable event, if any."""
     text = line.strip()
     progress.updated = time.monotonic()
@@ -98,17 +98,17 @@ class BarReading:
     steps_done: int
     steps_total: int
     elapsed: str
-    eta: Optional[str]
+    eta: str | None
     rate_known: bool  # tqdm printed a rate ('?' or nothing until it has one)
-    it_per_s: Optional[float]
+    it_per_s: float | None
     postfix: str
 
     @property
-    def elapsed_seconds(self) -> Optional[float]:
+    def elapsed_seconds(self) -> float | None:
         return tqdm_seconds(self.elapsed)
 
 
-def read_bar(segment: str) -> Optional[BarReading]:
+def read_bar(segment: str) -> BarReading | None:
     """The tqdm bar in one console segment, or None if it is not one."""
     bar = contract.STEPS_BAR.match(segment.strip())
     if not bar:
@@ -123,7 +123,7 @@ def read_bar(segment: str) -> Optional[BarReading]:
                       rate not in (None, "?"), it_per_s, bar["postfix"] or "")
 
 
-def tqdm_seconds(text: str) -> Optional[float]:
+def tqdm_seconds(text: str) -> float | None:
     """tqdm's elapsed field: 'MM:SS' or 'H:MM:SS'."""
     try:
         parts = [int(p) for p in text.strip().split(":")]
@@ -159,11 +159,11 @@ class LossGuard:
     The minimum counts only averages from the end of warm-up on: the first averages cover a few batches
     and can be far below the run's level, which would trip the guard on a healthy run. NaN/inf is not
     this rule's business (Progress.nan)."""
-    factor: Optional[float]
+    factor: float | None
     warmup_steps: int
-    minimum: Optional[float] = None
+    minimum: float | None = None
 
-    def check(self, progress: Progress) -> Optional[str]:
+    def check(self, progress: Progress) -> str | None:
         """The reason in words once the rule trips, else None."""
         loss = progress.avr_loss
         if self.factor is None or loss is None or not math.isfinite(loss) or progress.steps_done < self.warmup_steps:
@@ -176,7 +176,7 @@ class LossGuard:
                 f"guard.warmup_steps={self.warmup_steps}); kr stopped the run")
 
 
-def _float(text: str) -> Optional[float]:
+def _float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
@@ -248,12 +248,12 @@ _LINE_HANDLERS = [
 @dataclass
 class Outcome:
     status: str  # succeeded | failed | stopped | crashed | diverged
-    reason: Optional[str]
+    reason: str | None
     message: str
-    hint: Optional[str] = None
+    hint: str | None = None
 
 
-def classify(progress: Progress, returncode: Optional[int], final_lora_exists: bool, *,
+def classify(progress: Progress, returncode: int | None, final_lora_exists: bool, *,
              stop_requested: bool = False, diverged: bool = False, spec=None) -> Outcome:
     """Success is all three of exit 0, the final LoRA file, and `model saved.` (contract §0.4)."""
     if progress.divergence and not progress.nan:
@@ -299,7 +299,7 @@ def _failure_text(reason: str) -> str:
     return next(text for r, _, text in contract.FAILURES if r == reason)
 
 
-def _hint(reason: str, spec=None, progress: Optional[Progress] = None) -> Optional[str]:
+def _hint(reason: str, spec=None, progress: Progress | None = None) -> str | None:
     if reason == "cuda_oom":
         return oom_hint(spec, during_sampling=bool(progress and progress.phase == "sampling"))
     return {
@@ -354,13 +354,13 @@ class LogFollower:
     poll() returns the new complete segments with the event each one was (parse_segment); finish()
     also returns the last segment that has no line end yet. A missing file is simply not there yet."""
 
-    def __init__(self, path: Path, progress: Optional[Progress] = None):
+    def __init__(self, path: Path, progress: Progress | None = None):
         self.path = Path(path)
         self.offset = 0
         self.progress = progress if progress is not None else Progress()
         self._splitter = SegmentSplitter()
 
-    def poll(self) -> list[tuple[str, Optional[str]]]:
+    def poll(self) -> list[tuple[str, str | None]]:
         try:
             with open(self.path, "rb") as log:
                 log.seek(self.offset)
@@ -370,12 +370,12 @@ class LogFollower:
         self.offset += len(data)
         return self._parse(self._splitter.feed(data)) if data else []
 
-    def finish(self) -> list[tuple[str, Optional[str]]]:
+    def finish(self) -> list[tuple[str, str | None]]:
         """The rest of the file, including a last segment without a line end."""
         events = self.poll()
         return events + self._parse(self._splitter.flush())
 
-    def _parse(self, segments: list[str]) -> list[tuple[str, Optional[str]]]:
+    def _parse(self, segments: list[str]) -> list[tuple[str, str | None]]:
         return [(segment, parse_segment(self.progress, segment)) for segment in segments]
 
 
@@ -386,7 +386,7 @@ def read_progress(path: Path) -> Progress:
     return follower.progress
 
 
-def last_bar(log: Path, tail: int = 256 * 1024) -> Optional[BarReading]:
+def last_bar(log: Path, tail: int = 256 * 1024) -> BarReading | None:
     """The trainer's last tqdm reading with a rate (steps, elapsed, rate), from the end of its log."""
     if not log.is_file():
         return None

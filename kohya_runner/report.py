@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import archive, atomic, contract, runfolder
 from .checkpoints import Checkpoint, Losses, best, list_checkpoints, run_totals
@@ -63,10 +63,10 @@ class Column:
     kind: str  # "base" | "epoch" | "step"
     number: int
     label: str
-    checkpoint: Optional[str] = None
-    loss: Optional[float] = None
+    checkpoint: str | None = None
+    loss: float | None = None
     best: bool = False
-    seconds: Optional[float] = None  # ≈ time this sampling round took
+    seconds: float | None = None  # ≈ time this sampling round took
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("key", "kind", "number", "label", "checkpoint", "loss", "best", "seconds")}
@@ -79,7 +79,7 @@ class Row:
     subject: str
     kind: str  # "trigger" | "no-trigger" | "variant-N" | "unknown"
     text: str
-    seed: Optional[int]
+    seed: int | None
 
     @property
     def kind_label(self) -> str:
@@ -142,7 +142,7 @@ def columns_for(samples: dict[tuple[str, int], Sample]) -> list[Column]:
     return columns
 
 
-def round_seconds(samples: list[Sample]) -> Optional[float]:
+def round_seconds(samples: list[Sample]) -> float | None:
     """≈ how long one sampling round took: the spread of its files' times, plus one image's share."""
     if not samples:
         return None
@@ -165,14 +165,14 @@ class RunData:
     row: Any  # ledger.RunRow
     run_dir: Path
     spec: Any
-    manifest: Optional[dict]
+    manifest: dict | None
     losses: Losses
     samples: dict[tuple[str, int], Sample]
     columns: list[Column]
     rows: list[Row]
     checkpoints: list[Checkpoint]
     criterion: str
-    best: Optional[Checkpoint]
+    best: Checkpoint | None
 
     @property
     def run_id(self) -> str:
@@ -251,7 +251,7 @@ def thumbnail(path: Path, size: tuple[int, int]):
         return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def thumbnails(paths: list[Optional[Path]], size: tuple[int, int]) -> list:
+def thumbnails(paths: list[Path | None], size: tuple[int, int]) -> list:
     """Decoded and resized in threads (Pillow releases the GIL while decoding and resizing)."""
     def one(path):
         if path is None:
@@ -265,7 +265,7 @@ def thumbnails(paths: list[Optional[Path]], size: tuple[int, int]) -> list:
         return list(pool.map(one, paths))
 
 
-def change(a, b) -> Optional[float]:
+def change(a, b) -> float | None:
     """Mean absolute pixel difference of two same-size thumbnails, as a fraction (0 = identical)."""
     if a is None or b is None or a.size != b.size:
         return None
@@ -436,14 +436,14 @@ def timing_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _duration(seconds: Optional[float]) -> str:
+def _duration(seconds: float | None) -> str:
     """Under a minute with a tenth of a second (setup and sample rounds are short); else H:MM:SS."""
     if seconds is not None and seconds < 60:
         return f"{seconds:.1f} s"
     return duration_text(seconds)
 
 
-def loss_plot(data: RunData, out: Path) -> Optional[Path]:
+def loss_plot(data: RunData, out: Path) -> Path | None:
     """The archive's loss.png, or a fresh plot of the logged losses (a live or never-archived run)."""
     archived = runfolder.of(data.run_dir).loss_png
     if archived.is_file() and not data.row.active:
@@ -487,7 +487,7 @@ def flat_spec(spec) -> dict[str, Any]:
     return flatten(spec.model_dump(mode="json"))
 
 
-def preset_diff(home: Path, preset_name: Optional[str], spec) -> dict[str, Any]:
+def preset_diff(home: Path, preset_name: str | None, spec) -> dict[str, Any]:
     """The run's resolved spec against its preset's own (today's file, no dataset, base or overrides)."""
     if not preset_name:
         return {"preset": None, "error": "the run records no preset", "rows": []}
@@ -585,7 +585,7 @@ def _image_cell(sample: Sample, stage: Staging, name: str, native: tuple[int, in
 # The run report.
 
 
-def run_report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, Any]:
+def run_report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     from .ledger import open_ledger
 
     started = time.perf_counter()
@@ -663,7 +663,7 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
     return result
 
 
-def _ablation(rows: list[Row], columns: list[Column], changes: list[list[Optional[float]]]) -> list[dict[str, Any]]:
+def _ablation(rows: list[Row], columns: list[Column], changes: list[list[float | None]]) -> list[dict[str, Any]]:
     """Per column: the mean change from the base image, with the trigger, without it, per variant.
     With a style LoRA the trigger rows should move far from the base, the no-trigger rows much less."""
     out = []
@@ -725,7 +725,7 @@ def varying_settings(specs: list) -> tuple[list[str], list[dict[str, Any]]]:
     return varying, flats
 
 
-def compare_report(home: Path, refs: list[str], out: Optional[Path] = None, *, title: Optional[str] = None,
+def compare_report(home: Path, refs: list[str], out: Path | None = None, *, title: str | None = None,
                    sweep=None) -> dict[str, Any]:
     from . import workspace
     from .ledger import open_ledger
@@ -758,7 +758,7 @@ def compare_report(home: Path, refs: list[str], out: Optional[Path] = None, *, t
     return _staged(out, started, lambda stage: _compare_report(runs, stage, title or f"comparison of {len(runs)} runs", sweep))
 
 
-def sweep_report(home: Path, sweep_id: str, out: Optional[Path] = None) -> dict[str, Any]:
+def sweep_report(home: Path, sweep_id: str, out: Path | None = None) -> dict[str, Any]:
     """The report of a sweep's members (runs whose runs.sweep_id is the sweep); default folder: the sweep's."""
     from .ledger import open_ledger
 
@@ -773,7 +773,7 @@ def sweep_report(home: Path, sweep_id: str, out: Optional[Path] = None) -> dict[
                           sweep=sweep)
 
 
-def _final_column(data: RunData) -> Optional[Column]:
+def _final_column(data: RunData) -> Column | None:
     trained = [c for c in data.columns if c.kind != "base"]
     return trained[-1] if trained else None
 
@@ -921,7 +921,7 @@ def resolve(home: Path, ref: str) -> tuple[str, Any]:
                    "with sweep-")
 
 
-def report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, Any]:
+def report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     kind, found = resolve(home, ref)
     if kind == "sweep":
         return sweep_report(home, found.sweep_id, out)

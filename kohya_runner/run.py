@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import archive, atomic, contract, render, runfolder, workspace
 from .errors import BadInput, Failed
@@ -45,14 +45,14 @@ def __getattr__(name: str) -> Any:
 
 @dataclass
 class RunOptions:
-    preset: Optional[str] = None
-    backend: Optional[str] = None  # "tiny" | "sd-scripts"; default: tiny when the base is 'tiny'
-    gpus: Optional[list[int]] = None
-    sweep_id: Optional[str] = None
-    image_dir: Optional[Path] = None  # a cache folder of links to the images (kohya_runner.cache)
-    resume_state: Optional[Path] = None
+    preset: str | None = None
+    backend: str | None = None  # "tiny" | "sd-scripts"; default: tiny when the base is 'tiny'
+    gpus: list[int] | None = None
+    sweep_id: str | None = None
+    image_dir: Path | None = None  # a cache folder of links to the images (kohya_runner.cache)
+    resume_state: Path | None = None
     step_offset: int = 0
-    resumed_from: Optional[str] = None
+    resumed_from: str | None = None
     stop_timeouts: tuple[float, float] = STOP_TIMEOUTS
 
 
@@ -135,7 +135,7 @@ def load_launch(run_dir: Path):
 # Launching and process identity.
 
 
-def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = None) -> subprocess.Popen:
+def launch(home: Path, run_id: str, cancelled: Callable[[], bool] | None = None) -> subprocess.Popen:
     """Start the trainer in a new session (its own process group), console → trainer.log.
 
     A run reading a shared cache folder first takes its lock (kohya_runner.cache), waiting while
@@ -163,7 +163,7 @@ def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = No
     return process
 
 
-def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Optional[Callable[[], bool]]):
+def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Callable[[], bool] | None):
     from . import cache
 
     def stop_wanted() -> bool:
@@ -183,7 +183,7 @@ def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Optional[Cal
     return lock
 
 
-def finite(value: Optional[float]) -> Optional[float]:
+def finite(value: float | None) -> float | None:
     """The value, or None for NaN/inf (the ledger keeps numbers a reader can sort by)."""
     return value if value is not None and math.isfinite(value) else None
 
@@ -219,9 +219,9 @@ class ArchiveInputs:
         return self._values
 
 
-def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[int], *, stop_requested: bool,
-             diverged: bool, spec: Spec, resources: Optional[Resources] = None,
-             inputs: Optional[dict] = None) -> RunRow:
+def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None, *, stop_requested: bool,
+             diverged: bool, spec: Spec, resources: Resources | None = None,
+             inputs: dict | None = None) -> RunRow:
     ledger = open_ledger(home)
     row = ledger.get(run_id)
     run_dir = Path(row.run_dir)
@@ -258,7 +258,7 @@ def _message(outcome: Outcome) -> str:
     return outcome.message + (f" — {outcome.hint}" if outcome.hint else "")
 
 
-def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: str) -> Optional[Path]:
+def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: str) -> Path | None:
     if outcome.status == "succeeded":
         return final
     if outcome.status in ("stopped", "crashed", "failed"):
@@ -268,7 +268,7 @@ def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: 
     return None
 
 
-def _dataset_manifest(spec: Spec) -> Optional[dict]:
+def _dataset_manifest(spec: Spec) -> dict | None:
     if not spec.dataset.dir:
         return None
     try:
@@ -313,7 +313,7 @@ def trainer_versions(run_dir: Path, row: RunRow) -> dict:
     return versions
 
 
-def checkout_commit(checkout: Path) -> Optional[str]:
+def checkout_commit(checkout: Path) -> str | None:
     record = checkout.parent / "kr-vendor.json"
     for candidate in (checkout / "kr-vendor.json", record):
         if candidate.is_file():

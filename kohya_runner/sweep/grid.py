@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 from ..errors import BadInput
 
@@ -31,9 +31,9 @@ class Axis:
 class Definition:
     axes: list[Axis] = field(default_factory=list)
     fixed: list[Assignment] = field(default_factory=list)  # every member (a sweep file's [set])
-    preset: Optional[str] = None
-    name: Optional[str] = None
-    source: Optional[str] = None  # the sweep file, if any
+    preset: str | None = None
+    name: str | None = None
+    source: str | None = None  # the sweep file, if any
 
 
 def split_values(text: str) -> list[str]:

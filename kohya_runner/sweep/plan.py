@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import BadInput
 from .grid import Assignment, Definition, axis_label, expand, override_text, show_value
@@ -16,10 +16,10 @@ class Member:
     index: int
     assignments: list[Assignment]
     spec: Any = None  # kohya_runner.spec.Spec, or None when invalid
-    problem: Optional[str] = None
-    steps: Optional[int] = None
+    problem: str | None = None
+    steps: int | None = None
     runs: list[str] = field(default_factory=list)
-    error: Optional[str] = None  # a failure before its run could start (kept with the member)
+    error: str | None = None  # a failure before its run could start (kept with the member)
     cache: Any = None  # its kohya_runner.cache.CacheFolder, once prepared
 
     @property
@@ -38,7 +38,7 @@ class Member:
         d = self.spec.dataset
         return float(self.steps or 1) * d.batch_size * d.resolution[0] * d.resolution[1]
 
-    def describe(self, keys: Optional[list[str]] = None) -> str:
+    def describe(self, keys: list[str] | None = None) -> str:
         return " ".join(override_text(k, v) for k, v in self.assignments if keys is None or k in keys) or "(preset)"
 
     def to_json(self) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class Plan:
     members: list[Member]
     fixed: list[str]  # the override texts every member shares (command line and [set])
     given: dict[str, Any]
-    source: Optional[str] = None
+    source: str | None = None
     base_spec: Any = None
 
     @property
@@ -90,8 +90,8 @@ class Plan:
         return sum(m.steps or 0 for m in self.valid)
 
 
-def plan(home: Path, preset_name: Optional[str], definition: Definition, *, overrides: list[str] = (),
-         dataset: Optional[str] = None, base: Optional[str] = None, name: Optional[str] = None) -> Plan:
+def plan(home: Path, preset_name: str | None, definition: Definition, *, overrides: list[str] = (),
+         dataset: str | None = None, base: str | None = None, name: str | None = None) -> Plan:
     """Resolve and check every member; invalid ones carry their problem instead of a spec."""
     from .. import preset as preset_mod
 
@@ -209,7 +209,7 @@ def dry_run_json(result: Plan) -> dict[str, Any]:
     }
 
 
-def changes(base_spec, spec) -> Optional[dict[str, list]]:
+def changes(base_spec, spec) -> dict[str, list] | None:
     """{key: [preset value, member value]} for every spec key the member changes (a dict-valued key such as
     optimizer.args as a whole; sd_scripts option by option)."""
     if base_spec is None or spec is None:

@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import atomic
 from ..errors import Failed
@@ -22,9 +22,9 @@ def sweeps_dir(home: Path) -> Path:
 
 @dataclass
 class Options:
-    gpus: Optional[list[int]] = None  # None: every GPU NVML sees (or CUDA_VISIBLE_DEVICES); []: the CPU
-    max_parallel: Optional[int] = None
-    backend: Optional[str] = None
+    gpus: list[int] | None = None  # None: every GPU NVML sees (or CUDA_VISIBLE_DEVICES); []: the CPU
+    max_parallel: int | None = None
+    backend: str | None = None
     skip_check: bool = False
     skip_invalid: bool = False
     retry_failed: bool = False

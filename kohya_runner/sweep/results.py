@@ -7,7 +7,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import atomic, runfolder
 from ..errors import BadInput, KrError
@@ -35,7 +35,7 @@ class ResultRow:
         return self.run.status
 
     @property
-    def reason(self) -> Optional[str]:
+    def reason(self) -> str | None:
         if not self.member.valid:
             return self.member.problem
         if self.run is None:
@@ -79,7 +79,7 @@ def table(rows: list[ResultRow], varying: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _num(value: Optional[float], digits: int = 4) -> str:
+def _num(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}g}"
 
 
@@ -104,7 +104,7 @@ def csv_text(rows: list[dict[str, Any]], varying: list[str]) -> str:
     return out.getvalue()
 
 
-def _csv(value: Optional[float]) -> str:
+def _csv(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
@@ -145,7 +145,7 @@ def member_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(p.step, p.value) for p in series]
 
 
-def overlay(record: Record, rows: list[ResultRow], varying: list[str]) -> Optional[Path]:
+def overlay(record: Record, rows: list[ResultRow], varying: list[str]) -> Path | None:
     """One PNG with every member's average-loss curve; diverged members dashed and marked where they ended."""
     curves = []
     for r in rows:
@@ -180,7 +180,7 @@ def write_results(home: Path, record: Record) -> dict[str, Any]:
     return summary_json(home, record, data)
 
 
-def summary_json(home: Path, record: Record, data: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+def summary_json(home: Path, record: Record, data: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from ..ledger import open_ledger
 
     row = open_ledger(home).get_sweep(record.sweep_id)

@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .. import runfolder
 from ..errors import BadInput, KrError
@@ -51,7 +51,7 @@ def slot_label(gpus: list[int]) -> str:
 class Active:
     member: Member
     run_id: str
-    slot: Optional[int]  # None once its trainer has exited (the supervisor may still be archiving)
+    slot: int | None  # None once its trainer has exited (the supervisor may still be archiving)
     follower: LogFollower
     started: float
     stopper: Any = None  # a GroupStopper, only for a trainer whose supervisor died
@@ -62,7 +62,7 @@ class Gate:
     """A shared cache folder: 'ready' once built (or nothing to build); until then one member builds it."""
     folder: Any  # kohya_runner.cache.CacheFolder
     state: str = "unbuilt"  # unbuilt | building | ready
-    builder: Optional[str] = None  # run id of the member building it
+    builder: str | None = None  # run id of the member building it
     checked: float = 0.0
 
 
@@ -125,14 +125,14 @@ class Scheduler:
             if not self._start(member, slot):
                 self.free.insert(0, slot)
 
-    def _next_member(self) -> Optional[Member]:
+    def _next_member(self) -> Member | None:
         for member in self.pending:
             gate = self._gate(member)
             if gate is None or gate.state in ("ready", "unbuilt"):
                 return member  # unbuilt: it builds the cache; the others sharing it wait until it has
         return None
 
-    def _gate(self, member: Member) -> Optional[Gate]:
+    def _gate(self, member: Member) -> Gate | None:
         from .. import cache
 
         if member.cache is None or not cache.writes_to_disk(member.spec):
@@ -256,7 +256,7 @@ def finished_text(row) -> str:
 
 
 def execute(home: Path, record: Record, members: list[Member], options: Options, say: Callable[[str], None],
-            adopt: Optional[list[tuple[Member, Any]]] = None) -> bool:
+            adopt: list[tuple[Member, Any]] | None = None) -> bool:
     """Run `members` (and follow adopted ones) to the end, or until Ctrl-C / SIGTERM; True if not stopped."""
     from ..ledger import open_ledger
     from ..process import start_time
