@@ -34,6 +34,7 @@ def main() -> int:
 
     from synthetic_run import make_run
 
+    from kohya_runner import runfolder
     from kohya_runner.report import run_report
 
     with tempfile.TemporaryDirectory(prefix="kr-bench-report-") as tmp:
@@ -41,7 +42,7 @@ def main() -> int:
         start = time.perf_counter()
         row = make_run(home, subjects=args.subjects, epochs=args.epochs, size=args.size)
         built = time.perf_counter() - start
-        samples = len(list((Path(row.run_dir) / "output" / "sample").glob("*.png")))
+        samples = len(list(runfolder.of(row.run_dir).samples.glob("*.png")))
         print(f"built {row.run_id}: {samples} samples of {args.size}x{args.size} in {built:.1f} s")
         times = []
         for i in range(args.repeat):

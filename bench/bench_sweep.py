@@ -123,6 +123,9 @@ def standin_workspace(root: Path) -> tuple[Path, Path, Path, Path]:
 
 
 def bench_standin(root: Path) -> dict:
+    sys.path.insert(0, str(REPO))  # this checkout's kohya_runner, as the kr subprocesses use it
+    from kohya_runner import runfolder
+
     home, checkout, images, base = standin_workspace(root)
     started = time.time()
     result = kr(home, "sweep", "marker", "--dataset", images, "--base", base, "--grid",
@@ -135,7 +138,7 @@ def bench_standin(root: Path) -> dict:
     runs = json.loads(kr(home, "runs", "ls", "--sweep", summary["sweep_id"], "--json").stdout)
     spans, launch_delays = [], []
     for run in runs:
-        end = (Path(run["run_dir"]) / "trainer.log").stat().st_mtime
+        end = runfolder.of(run["run_dir"]).log.stat().st_mtime
         # created_at: the scheduler made the run (then spawned its supervisor); started_at: the trainer started
         spans.append((run["created_at"], end, run["epochs_total"]))
         launch_delays.append(run["started_at"] - run["created_at"])

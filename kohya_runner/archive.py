@@ -14,14 +14,15 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from . import __version__, atomic, contract, lorafile, metrics
+from . import __version__, atomic, contract, lorafile, metrics, runfolder
 from .hashing import sha256_file
 
-ARCHIVE_DIR = "archive"
-MANIFEST = "manifest.json"
-SNAPSHOT = ("config.toml", "dataset.toml", "sample_prompts.txt", "spec.json", "command.json", "environment.json")
+ARCHIVE_DIR = runfolder.ARCHIVE_DIR
+MANIFEST = runfolder.MANIFEST_FILE
+SNAPSHOT = (runfolder.CONFIG_FILE, runfolder.DATASET_FILE, runfolder.PROMPTS_FILE, runfolder.SPEC_FILE,
+            runfolder.COMMAND_FILE, runfolder.ENVIRONMENT_FILE)
 
 
 @dataclass
@@ -32,11 +33,11 @@ class LoraCheck:
     ok: bool
     tensors: int = 0
     modules: int = 0
-    rank: Optional[int] = None
-    alpha: Optional[float] = None
-    dtype: Optional[str] = None
+    rank: int | None = None
+    alpha: float | None = None
+    dtype: str | None = None
     nonfinite_tensors: list[str] = field(default_factory=list)
-    problem: Optional[str] = None
+    problem: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -100,7 +101,7 @@ def lora_files(output_dir: Path) -> list[Path]:
     return sorted(output_dir.glob("*.safetensors")) if output_dir.is_dir() else []
 
 
-def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool = False) -> Optional[Path]:
+def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool = False) -> Path | None:
     """The latest epoch or step checkpoint: what a stopped run leaves as its result (§7.1)."""
     candidates = []
     for path in lora_files(output_dir):
@@ -118,7 +119,7 @@ def loss_points(logging_dir: Path) -> list[metrics.Point]:
 
 
 def write_losses(points: list[metrics.Point], archive_dir: Path, title: str) -> dict[str, Any]:
-    atomic.write_text(archive_dir / "loss.csv", metrics.csv_text(points))
+    atomic.write_text(archive_dir / runfolder.LOSS_CSV, metrics.csv_text(points))
     series = metrics.by_tag(points)
     summary: dict[str, Any] = {"points": len(points), "tags": sorted(series)}
     average = metrics.last_per_step(series.get("loss/average", []))
@@ -130,23 +131,24 @@ def write_losses(points: list[metrics.Point], archive_dir: Path, title: str) -> 
     if epochs:
         summary["epoch_average"] = {str(p.step): p.value for p in epochs}
     if points:
-        metrics.plot_losses(series, archive_dir / "loss.png", title)
+        metrics.plot_losses(series, archive_dir / runfolder.LOSS_PNG, title)
     return summary
 
 
-def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Optional[Path],
-          dataset_manifest: Optional[dict] = None, trainer_versions: Optional[dict] = None) -> dict[str, Any]:
+def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Path | None,
+          dataset_manifest: dict | None = None, trainer_versions: dict | None = None) -> dict[str, Any]:
     """Write `run_dir/archive/` and return the manifest."""
-    archive_dir = run_dir / ARCHIVE_DIR
+    folder = runfolder.of(run_dir)
+    archive_dir = folder.archive
     archive_dir.mkdir(exist_ok=True)
-    output_dir = run_dir / "output"
+    output_dir = folder.output
     for name in SNAPSHOT:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, archive_dir / name)
     checks = [verify_lora(p) for p in lora_files(output_dir)]
-    losses = write_losses(loss_points(run_dir / "logs"), archive_dir, title=run.get("run_id", ""))
-    samples = sorted(str(p.relative_to(run_dir)) for p in (output_dir / "sample").glob("*.png")) \
-        if (output_dir / "sample").is_dir() else []
+    losses = write_losses(loss_points(folder.logs), archive_dir, title=run.get("run_id", ""))
+    samples = sorted(str(p.relative_to(run_dir)) for p in folder.samples.glob("*.png")) \
+        if folder.samples.is_dir() else []
     manifest = {
         "kr_version": __version__,
         "archived_at": time.time(),
@@ -166,13 +168,13 @@ def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], 
     return manifest
 
 
-def read_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
-    path = run_dir / ARCHIVE_DIR / MANIFEST
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    path = runfolder.of(run_dir).manifest
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def export(run_dir: Path, destination: Path, run_id: str, *, policy: Optional[str] = None,
-           title: Optional[str] = None) -> Path:
+def export(run_dir: Path, destination: Path, run_id: str, *, policy: str | None = None,
+           title: str | None = None) -> Path:
     """A portable tarball: the archive, the LoRAs and the samples (not caches, not state folders).
 
     The LoRAs go in as copies with their header under the metadata `policy` (default: the run's
@@ -190,9 +192,9 @@ def export(run_dir: Path, destination: Path, run_id: str, *, policy: Optional[st
 
         raise BadInput(f"{destination} already exists; kr does not overwrite. Fix: give another path")
     policy = privacy.check_policy(policy or run_policy(run_dir))
-    output = run_dir / "output"
+    output = runfolder.of(run_dir).output
     loras = set(lora_files(output))
-    manifest_path = run_dir / ARCHIVE_DIR / MANIFEST
+    manifest_path = runfolder.of(run_dir).manifest
     tmp = destination.with_name(f".{destination.name}.tmp")
     try:
         with tempfile.TemporaryDirectory(prefix=".kr-export-", dir=destination.parent) as scratch, \
@@ -220,7 +222,7 @@ def export(run_dir: Path, destination: Path, run_id: str, *, policy: Optional[st
 def run_policy(run_dir: Path) -> str:
     """The run's privacy.metadata (from its spec.json); kr's default, minimal, if that cannot be read."""
     try:
-        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+        spec = json.loads(runfolder.of(run_dir).spec.read_text(encoding="utf-8"))
         return spec["privacy"]["metadata"]
     except (OSError, ValueError, KeyError, TypeError):
         return "minimal"
@@ -245,9 +247,9 @@ def _exported_manifest(path: Path, applied: dict[str, dict], policy: str, scratc
 
 
 def _export_members(run_dir: Path) -> list[Path]:
-    members = [p for p in (run_dir / ARCHIVE_DIR).rglob("*") if p.is_file()]
-    output = run_dir / "output"
-    members += lora_files(output)
-    if (output / "sample").is_dir():
-        members += [p for p in (output / "sample").iterdir() if p.is_file()]
+    folder = runfolder.of(run_dir)
+    members = [p for p in folder.archive.rglob("*") if p.is_file()]
+    members += lora_files(folder.output)
+    if folder.samples.is_dir():
+        members += [p for p in folder.samples.iterdir() if p.is_file()]
     return members

@@ -12,9 +12,9 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from . import archive, contract, metrics
+from . import archive, contract, metrics, runfolder
 from .errors import BadInput, Failed
 
 POLICIES = ("keep", "minimal", "scrub")
@@ -24,9 +24,9 @@ POLICIES = ("keep", "minimal", "scrub")
 class Checkpoint:
     file: Path
     kind: str  # "epoch" | "step" | "final"
-    epoch: Optional[int]
-    step: Optional[int]
-    loss: Optional[float] = None
+    epoch: int | None
+    step: int | None
+    loss: float | None = None
 
     @property
     def label(self) -> str:
@@ -68,16 +68,16 @@ class Losses:
 
 
 def load_points(run_dir: Path) -> list:
-    csv_path = run_dir / archive.ARCHIVE_DIR / "loss.csv"
+    csv_path = runfolder.of(run_dir).loss_csv
     if csv_path.is_file():
         try:
             return metrics.read_csv(csv_path)
         except (OSError, ValueError, KeyError):
             pass
-    return metrics.read_folder(run_dir / "logs")  # a live run, or an archive that was never written
+    return metrics.read_folder(runfolder.of(run_dir).logs)  # a live run, or an archive that was never written
 
 
-def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
+def run_totals(run_dir: Path, row=None) -> tuple[int | None, int | None]:
     """(epochs_total, steps_total) of a run, from its archive manifest or its ledger row."""
     manifest = archive.read_manifest(run_dir) or {}
     run = manifest.get("run") or {}
@@ -86,10 +86,10 @@ def run_totals(run_dir: Path, row=None) -> tuple[Optional[int], Optional[int]]:
     return epochs, steps
 
 
-def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[int] = None,
-                     steps_total: Optional[int] = None, losses: Optional[Losses] = None) -> tuple[list[Checkpoint], str]:
+def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: int | None = None,
+                     steps_total: int | None = None, losses: Losses | None = None) -> tuple[list[Checkpoint], str]:
     """Every saved LoRA of the run, oldest first, each with its loss; and the loss tag used."""
-    output_dir = run_dir / "output"
+    output_dir = runfolder.of(run_dir).output
     losses = losses or Losses.of_run(run_dir)
     steps_per_epoch = steps_total // epochs_total if epochs_total and steps_total and steps_total % epochs_total == 0 else None
     found: list[Checkpoint] = []
@@ -117,7 +117,7 @@ def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: Optional[
     return found, tag
 
 
-def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> Optional[float]:
+def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> float | None:
     by_epoch = losses.epoch_validation if validation else losses.epoch
     by_step = losses.step_validation if validation else losses.step
     value = None
@@ -130,7 +130,7 @@ def _loss_of(checkpoint: Checkpoint, losses: Losses, *, validation: bool) -> Opt
     return value if value is not None and math.isfinite(value) else None
 
 
-def best(checkpoints: list[Checkpoint]) -> Optional[Checkpoint]:
+def best(checkpoints: list[Checkpoint]) -> Checkpoint | None:
     """The lowest loss; a tie goes to the earlier checkpoint (less training, same loss)."""
     scored = [c for c in checkpoints if c.loss is not None]
     return min(scored, key=lambda c: c.loss) if scored else None
@@ -149,7 +149,7 @@ class Choice:
                 "chosen": self.checkpoint.to_json(), "checkpoints": [c.to_json() for c in self.checkpoints]}
 
 
-def choose(home: Path, ref: str, *, epoch: Optional[int] = None, step: Optional[int] = None,
+def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
            best_loss: bool = False) -> Choice:
     """The checkpoint the user names (--epoch/--step), the lowest-loss one (--best), or the run's result."""
     from .ledger import open_ledger
@@ -157,13 +157,13 @@ def choose(home: Path, ref: str, *, epoch: Optional[int] = None, step: Optional[
 
     row = open_ledger(home).find(ref)
     run_dir = Path(row.run_dir)
-    if not (run_dir / "spec.json").is_file():
+    if not runfolder.of(run_dir).spec.is_file():
         raise BadInput(f"run {row.run_id} has no spec.json ({run_dir}); it never started. Fix: pick another run")
     spec = load_spec(run_dir)
     epochs_total, steps_total = run_totals(run_dir, row)
     found, tag = list_checkpoints(run_dir, spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
     if not found:
-        raise BadInput(f"run {row.run_id} saved no LoRA file in {run_dir / 'output'} ({row.status}). "
+        raise BadInput(f"run {row.run_id} saved no LoRA file in {runfolder.of(run_dir).output} ({row.status}). "
                        "Fix: pick a run that saved checkpoints (`kr runs ls --status succeeded`)")
     saved = ", ".join(c.label for c in found)
     if sum([epoch is not None, step is not None, bool(best_loss)]) > 1:
@@ -204,8 +204,8 @@ def clean_name(name: str) -> str:
     return stem
 
 
-def release(home: Path, ref: str, out: Path, *, epoch: Optional[int] = None, step: Optional[int] = None,
-            best_loss: bool = False, policy: Optional[str] = None, name: Optional[str] = None,
+def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: int | None = None,
+            best_loss: bool = False, policy: str | None = None, name: str | None = None,
             force: bool = False) -> dict[str, Any]:
     """Copy the chosen checkpoint to `out/NAME.safetensors`, its header rewritten per `policy`."""
     from .ledger import open_ledger

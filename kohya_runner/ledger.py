@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from .errors import BadInput
 
@@ -76,50 +76,50 @@ class RunRow:
     id: int
     run_id: str
     name: str
-    preset: Optional[str]
-    spec_hash: Optional[str]
-    backend: Optional[str]
-    sweep_id: Optional[str]
+    preset: str | None
+    spec_hash: str | None
+    backend: str | None
+    sweep_id: str | None
     status: str
-    reason: Optional[str]
-    hint: Optional[str]
-    pid: Optional[int]
-    pid_start: Optional[float]
-    pgid: Optional[int]
-    supervisor_pid: Optional[int]
-    supervisor_start: Optional[float]
+    reason: str | None
+    hint: str | None
+    pid: int | None
+    pid_start: float | None
+    pgid: int | None
+    supervisor_pid: int | None
+    supervisor_start: float | None
     stop_requested: int
-    exit_code: Optional[int]
+    exit_code: int | None
     created_at: float
-    started_at: Optional[float]
-    finished_at: Optional[float]
-    steps_done: Optional[int]
-    steps_total: Optional[int]
+    started_at: float | None
+    finished_at: float | None
+    steps_done: int | None
+    steps_total: int | None
     step_offset: int
-    epoch: Optional[int]
-    epochs_total: Optional[int]
-    loss: Optional[float]
-    min_loss: Optional[float]
-    it_per_s: Optional[float]
-    peak_rss: Optional[int]
-    gpu: Optional[str]
+    epoch: int | None
+    epochs_total: int | None
+    loss: float | None
+    min_loss: float | None
+    it_per_s: float | None
+    peak_rss: int | None
+    gpu: str | None
     run_dir: str
-    result_path: Optional[str]
-    resumed_from: Optional[str]
-    peak_vram: Optional[int]  # bytes in use on the run's GPU at most (NVML); None on the CPU
+    result_path: str | None
+    resumed_from: str | None
+    peak_vram: int | None  # bytes in use on the run's GPU at most (NVML); None on the CPU
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
 
     @property
-    def duration(self) -> Optional[float]:
+    def duration(self) -> float | None:
         if self.started_at is None:
             return None
         return (self.finished_at or time.time()) - self.started_at
 
     @property
-    def steps_cumulative(self) -> Optional[int]:
+    def steps_cumulative(self) -> int | None:
         """sd-scripts restarts its step counter on resume; the ledger does not."""
         return None if self.steps_done is None else self.steps_done + self.step_offset
 
@@ -138,10 +138,10 @@ class SweepRow:
     id: int
     sweep_id: str
     name: str
-    preset: Optional[str]
+    preset: str | None
     status: str
     created_at: float
-    finished_at: Optional[float]
+    finished_at: float | None
     sweep_dir: str
     members: int
 
@@ -246,8 +246,8 @@ class Ledger:
         names = ", ".join(r[1] for r in rows[:8])
         raise BadInput(f"{ref!r} matches {len(rows)} runs ({names}{', …' if len(rows) > 8 else ''}). Fix: give more of the id")
 
-    def runs(self, *, status: Optional[list[str]] = None, sweep_id: Optional[str] = None,
-             limit: Optional[int] = None) -> list[RunRow]:
+    def runs(self, *, status: list[str] | None = None, sweep_id: str | None = None,
+             limit: int | None = None) -> list[RunRow]:
         where, params = [], []
         if status:
             where.append(f"status IN ({', '.join('?' for _ in status)})")
@@ -311,3 +311,11 @@ def _slug(name: str) -> str:
 
 def open_ledger(home: Path) -> Ledger:
     return Ledger(home / "ledger.sqlite")
+
+
+def duration_text(seconds: float | None) -> str:
+    """H:MM:SS (rounded to the second), '–' when unknown: how kr shows a run's duration everywhere."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -12,7 +12,7 @@ import io
 import math
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Iterable, Iterator, NamedTuple
 
 _HEADER = struct.Struct("<QI")  # record length, masked CRC of the length
 
@@ -37,7 +37,7 @@ def _records(data: bytes) -> Iterator[bytes]:
         offset = end + 4
 
 
-def read_scalars(path: Path, tags: Optional[Iterable[str]] = None) -> list[Point]:
+def read_scalars(path: Path, tags: Iterable[str] | None = None) -> list[Point]:
     """Every scalar point in one event file (optionally only `tags`), in file order."""
     from tensorboard.compat.proto import event_pb2
 
@@ -61,7 +61,7 @@ def read_scalars(path: Path, tags: Optional[Iterable[str]] = None) -> list[Point
     return points
 
 
-def _scalar(value) -> Optional[float]:
+def _scalar(value) -> float | None:
     kind = value.WhichOneof("value")
     if kind == "simple_value":
         return float(value.simple_value)
@@ -80,7 +80,7 @@ def event_files(folder: Path) -> list[Path]:
     return sorted(folder.rglob("events.out.tfevents.*")) if folder.is_dir() else []
 
 
-def read_folder(folder: Path, tags: Optional[Iterable[str]] = None) -> list[Point]:
+def read_folder(folder: Path, tags: Iterable[str] | None = None) -> list[Point]:
     points: list[Point] = []
     for path in event_files(folder):
         points.extend(read_scalars(path, tags))

@@ -1,20 +1,22 @@
-"""Watching a trainer: its console stream → progress, NaN, and a classified outcome; resource samples.
+"""Watching a trainer: its console stream → progress, NaN, and a classified outcome.
 
-The stream is split on both '\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file,
-contract §5.4). Patterns live in kohya_runner.contract; this module only keeps state.
+The one log follower (LogFollower: a file offset, '\\r'/'\\n' segment splitting, Progress updates) is
+used by the supervisor, `kr runs tail`, the sweep scheduler and the report. The stream is split on both
+'\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file, contract §5.4). Patterns live
+in kohya_runner.contract; this module only keeps state. Resource sampling: kohya_runner.usage.
 """
 
 from __future__ import annotations
 
 import codecs
 import math
-import os
 import re
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Any, Iterator
 
 from . import contract
 
@@ -40,22 +42,22 @@ class SegmentSplitter:
 @dataclass
 class Progress:
     steps_done: int = 0
-    steps_total: Optional[int] = None
-    epoch: Optional[int] = None
-    epochs_total: Optional[int] = None
-    avr_loss: Optional[float] = None
-    min_loss: Optional[float] = None
-    it_per_s: Optional[float] = None
-    eta: Optional[str] = None
+    steps_total: int | None = None
+    epoch: int | None = None
+    epochs_total: int | None = None
+    avr_loss: float | None = None
+    min_loss: float | None = None
+    it_per_s: float | None = None
+    eta: str | None = None
     phase: str = "starting"
     model_saved: bool = False
     no_data: bool = False
     nan: bool = False
     checkpoints: list[str] = field(default_factory=list)
     sample_rounds: int = 0
-    exception: Optional[str] = None
-    failure: Optional[str] = None  # the first failure signature seen (contract.FAILURES)
-    divergence: Optional[str] = None  # why kr's loss guard stopped the run (spec.guard), if it did
+    exception: str | None = None
+    failure: str | None = None  # the first failure signature seen (contract.FAILURES)
+    divergence: str | None = None  # why kr's loss guard stopped the run (spec.guard), if it did
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
     updated: float = field(default_factory=time.monotonic)
 
@@ -66,11 +68,11 @@ class Progress:
         return {k: getattr(self, k) for k in keys}
 
 
-def parse_segment(progress: Progress, line: str) -> Optional[str]:
+def parse_segment(progress: Progress, line: str) -> str | None:
     """Update `progress` from one console segment; return the kind of notable event, if any."""
     text = line.strip()
     progress.updated = time.monotonic()
-    bar = contract.STEPS_BAR.match(text)
+    bar = read_bar(text)
     if bar:
         _update_from_bar(progress, bar)
         return "nan" if progress.nan else "step"
@@ -90,17 +92,57 @@ def parse_segment(progress: Progress, line: str) -> Optional[str]:
     return None
 
 
-def _update_from_bar(progress: Progress, bar: re.Match) -> None:
-    progress.phase = "training"
-    progress.steps_done = int(bar["n"])
-    progress.steps_total = int(bar["total"])
+@dataclass
+class BarReading:
+    """One redraw of sd-scripts' `steps:` tqdm bar."""
+    steps_done: int
+    steps_total: int
+    elapsed: str
+    eta: str | None
+    rate_known: bool  # tqdm printed a rate ('?' or nothing until it has one)
+    it_per_s: float | None
+    postfix: str
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        return tqdm_seconds(self.elapsed)
+
+
+def read_bar(segment: str) -> BarReading | None:
+    """The tqdm bar in one console segment, or None if it is not one."""
+    bar = contract.STEPS_BAR.match(segment.strip())
+    if not bar:
+        return None
     eta = bar["eta"].strip()
-    progress.eta = None if eta in ("?", "") else eta
     rate = bar["rate"]
+    it_per_s = None
     if rate and rate != "?":
         value = float(rate)
-        progress.it_per_s = value if bar["unit"] == "it/s" else (1.0 / value if value else None)
-    loss = contract.AVR_LOSS.search(bar["postfix"] or "")
+        it_per_s = value if bar["unit"] == "it/s" else (1.0 / value if value else None)
+    return BarReading(int(bar["n"]), int(bar["total"]), bar["elapsed"], None if eta in ("?", "") else eta,
+                      rate not in (None, "?"), it_per_s, bar["postfix"] or "")
+
+
+def tqdm_seconds(text: str) -> float | None:
+    """tqdm's elapsed field: 'MM:SS' or 'H:MM:SS'."""
+    try:
+        parts = [int(p) for p in text.strip().split(":")]
+    except ValueError:
+        return None
+    total = 0
+    for part in parts:
+        total = total * 60 + part
+    return float(total)
+
+
+def _update_from_bar(progress: Progress, bar: BarReading) -> None:
+    progress.phase = "training"
+    progress.steps_done = bar.steps_done
+    progress.steps_total = bar.steps_total
+    progress.eta = bar.eta
+    if bar.rate_known:
+        progress.it_per_s = bar.it_per_s
+    loss = contract.AVR_LOSS.search(bar.postfix)
     if loss:
         value = _float(loss.group(1))
         progress.avr_loss = value
@@ -117,11 +159,11 @@ class LossGuard:
     The minimum counts only averages from the end of warm-up on: the first averages cover a few batches
     and can be far below the run's level, which would trip the guard on a healthy run. NaN/inf is not
     this rule's business (Progress.nan)."""
-    factor: Optional[float]
+    factor: float | None
     warmup_steps: int
-    minimum: Optional[float] = None
+    minimum: float | None = None
 
-    def check(self, progress: Progress) -> Optional[str]:
+    def check(self, progress: Progress) -> str | None:
         """The reason in words once the rule trips, else None."""
         loss = progress.avr_loss
         if self.factor is None or loss is None or not math.isfinite(loss) or progress.steps_done < self.warmup_steps:
@@ -134,7 +176,7 @@ class LossGuard:
                 f"guard.warmup_steps={self.warmup_steps}); kr stopped the run")
 
 
-def _float(text: str) -> Optional[float]:
+def _float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
@@ -206,12 +248,12 @@ _LINE_HANDLERS = [
 @dataclass
 class Outcome:
     status: str  # succeeded | failed | stopped | crashed | diverged
-    reason: Optional[str]
+    reason: str | None
     message: str
-    hint: Optional[str] = None
+    hint: str | None = None
 
 
-def classify(progress: Progress, returncode: Optional[int], final_lora_exists: bool, *,
+def classify(progress: Progress, returncode: int | None, final_lora_exists: bool, *,
              stop_requested: bool = False, diverged: bool = False, spec=None) -> Outcome:
     """Success is all three of exit 0, the final LoRA file, and `model saved.` (contract §0.4)."""
     if progress.divergence and not progress.nan:
@@ -257,7 +299,7 @@ def _failure_text(reason: str) -> str:
     return next(text for r, _, text in contract.FAILURES if r == reason)
 
 
-def _hint(reason: str, spec=None, progress: Optional[Progress] = None) -> Optional[str]:
+def _hint(reason: str, spec=None, progress: Progress | None = None) -> str | None:
     if reason == "cuda_oom":
         return oom_hint(spec, during_sampling=bool(progress and progress.phase == "sampling"))
     return {
@@ -297,64 +339,62 @@ def oom_hint(spec, during_sampling: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Resources: RSS of the whole process tree, and GPU memory through NVML when a GPU is present.
-
-
-def process_group_members(pgid: int) -> list:
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return members
-
-
-def tree_rss(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (data loader workers included)."""
-    import psutil
-
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-class GpuSampler:
-    """GPU memory in use through NVML; silent (None) where there is no NVIDIA driver."""
-
-    def __init__(self) -> None:
-        self._nvml = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-        except Exception:
-            self._nvml = None
-
-    def used_bytes(self, index: int = 0) -> Optional[int]:
-        if self._nvml is None:
-            return None
-        try:
-            handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
-            return int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
-        except Exception:
-            return None
+# Following a console log file: the one follower.
 
 
 def segments_of(data: bytes) -> Iterator[str]:
     splitter = SegmentSplitter()
     yield from splitter.feed(data)
     yield from splitter.flush()
+
+
+class LogFollower:
+    """Reads a trainer.log as it grows (from a file offset) into `progress`, segment by segment.
+
+    poll() returns the new complete segments with the event each one was (parse_segment); finish()
+    also returns the last segment that has no line end yet. A missing file is simply not there yet."""
+
+    def __init__(self, path: Path, progress: Progress | None = None):
+        self.path = Path(path)
+        self.offset = 0
+        self.progress = progress if progress is not None else Progress()
+        self._splitter = SegmentSplitter()
+
+    def poll(self) -> list[tuple[str, str | None]]:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                data = log.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        return self._parse(self._splitter.feed(data)) if data else []
+
+    def finish(self) -> list[tuple[str, str | None]]:
+        """The rest of the file, including a last segment without a line end."""
+        events = self.poll()
+        return events + self._parse(self._splitter.flush())
+
+    def _parse(self, segments: list[str]) -> list[tuple[str, str | None]]:
+        return [(segment, parse_segment(self.progress, segment)) for segment in segments]
+
+
+def read_progress(path: Path) -> Progress:
+    """The progress a whole (finished) log shows; an empty Progress if there is no log."""
+    follower = LogFollower(path)
+    follower.finish()
+    return follower.progress
+
+
+def last_bar(log: Path, tail: int = 256 * 1024) -> BarReading | None:
+    """The trainer's last tqdm reading with a rate (steps, elapsed, rate), from the end of its log."""
+    if not log.is_file():
+        return None
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - tail))
+        data = handle.read()
+    for segment in reversed(list(segments_of(data))):
+        bar = read_bar(segment)
+        if bar and bar.rate_known:
+            return bar
+    return None

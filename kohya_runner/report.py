@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from . import archive, atomic, contract
+from . import archive, atomic, contract, runfolder
 from .checkpoints import Checkpoint, Losses, best, list_checkpoints, run_totals
 from .errors import BadInput, KrError
+from .ledger import duration_text
+from .monitor import last_bar
+from .sheet import SHEET_MIN, cell_size, change, compose_sheet, display_size, image_size, place, thumbnails
 
-REPORT_DIR = "report"
+REPORT_DIR = runfolder.REPORT_DIR  # in a run folder, and likewise in a sweep folder
 PAGE = "index.html"
 SHEET = "sheet.png"
 LOSS_PLOT = "loss.png"
@@ -39,8 +39,6 @@ IMAGES = "images"
 OWNED = (PAGE, SHEET, LOSS_PLOT, DATA, IMAGES)  # what a report folder holds; nothing else is touched
 # No request of any kind may leave the page: images only from its own folder, no scripts, fonts or fetches.
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-DISPLAY_MAX = 192  # largest side of an image on the page, in CSS pixels
-SHEET_MIN, SHEET_MAX = 128, 256  # a sheet cell's largest side
 KIND_LABELS = {"trigger": "with trigger", "no-trigger": "without trigger"}
 NOISE_KEYS = {"name", "saving.output_name"}  # differ between sweep members without saying anything
 
@@ -62,10 +60,10 @@ class Column:
     kind: str  # "base" | "epoch" | "step"
     number: int
     label: str
-    checkpoint: Optional[str] = None
-    loss: Optional[float] = None
+    checkpoint: str | None = None
+    loss: float | None = None
     best: bool = False
-    seconds: Optional[float] = None  # ≈ time this sampling round took
+    seconds: float | None = None  # ≈ time this sampling round took
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("key", "kind", "number", "label", "checkpoint", "loss", "best", "seconds")}
@@ -78,7 +76,7 @@ class Row:
     subject: str
     kind: str  # "trigger" | "no-trigger" | "variant-N" | "unknown"
     text: str
-    seed: Optional[int]
+    seed: int | None
 
     @property
     def kind_label(self) -> str:
@@ -95,7 +93,7 @@ def column_key(kind: str, number: int) -> str:
 
 def scan_samples(run_dir: Path, output_name: str) -> dict[tuple[str, int], Sample]:
     """(column key, prompt index) → the newest sample file for it."""
-    folder = run_dir / "output" / "sample"
+    folder = runfolder.of(run_dir).samples
     found: dict[tuple[str, int], Sample] = {}
     if not folder.is_dir():
         return found
@@ -141,7 +139,7 @@ def columns_for(samples: dict[tuple[str, int], Sample]) -> list[Column]:
     return columns
 
 
-def round_seconds(samples: list[Sample]) -> Optional[float]:
+def round_seconds(samples: list[Sample]) -> float | None:
     """≈ how long one sampling round took: the spread of its files' times, plus one image's share."""
     if not samples:
         return None
@@ -164,14 +162,14 @@ class RunData:
     row: Any  # ledger.RunRow
     run_dir: Path
     spec: Any
-    manifest: Optional[dict]
+    manifest: dict | None
     losses: Losses
     samples: dict[tuple[str, int], Sample]
     columns: list[Column]
     rows: list[Row]
     checkpoints: list[Checkpoint]
     criterion: str
-    best: Optional[Checkpoint]
+    best: Checkpoint | None
 
     @property
     def run_id(self) -> str:
@@ -182,7 +180,7 @@ def load_run(row) -> RunData:
     from .run import load_spec
 
     run_dir = Path(row.run_dir)
-    if not (run_dir / "spec.json").is_file():
+    if not runfolder.of(run_dir).spec.is_file():
         raise BadInput(f"run {row.run_id} has no spec.json in {run_dir}: it failed before it was set up "
                        f"({row.status}: {row.hint or 'no detail'}). Fix: report on another run")
     spec = load_spec(run_dir)
@@ -212,219 +210,7 @@ def load_run(row) -> RunData:
 
 
 # ----------------------------------------------------------------------------------------------
-# Images: thumbnails for the sheet, copies beside the page.
-
-
-def cell_size(sample: Path) -> tuple[int, int]:
-    """A sheet cell: small samples scaled up by a whole factor (crisp), large ones down to SHEET_MAX."""
-    from PIL import Image
-
-    with Image.open(sample) as image:
-        width, height = image.size
-    side = max(width, height)
-    if side < SHEET_MIN:
-        factor = math.ceil(SHEET_MIN / side)
-        return width * factor, height * factor
-    if side > SHEET_MAX:
-        return max(1, round(width * SHEET_MAX / side)), max(1, round(height * SHEET_MAX / side))
-    return width, height
-
-
-def display_size(width: int, height: int) -> tuple[int, int]:
-    side = max(width, height)
-    if side <= DISPLAY_MAX:
-        factor = max(1, DISPLAY_MAX // side)
-        return width * factor, height * factor
-    return max(1, round(width * DISPLAY_MAX / side)), max(1, round(height * DISPLAY_MAX / side))
-
-
-def thumbnail(path: Path, size: tuple[int, int]):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size == size:
-            return image
-        if size[0] % image.size[0] == 0 and size[1] % image.size[1] == 0:
-            return image.resize(size, Image.Resampling.NEAREST)
-        return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-
-
-def thumbnails(paths: list[Optional[Path]], size: tuple[int, int]) -> list:
-    """Decoded and resized in threads (Pillow releases the GIL while decoding and resizing)."""
-    def one(path):
-        if path is None:
-            return None
-        try:
-            return thumbnail(path, size)
-        except OSError:
-            return None  # a damaged or half-written file shows as a missing cell
-
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        return list(pool.map(one, paths))
-
-
-def change(a, b) -> Optional[float]:
-    """Mean absolute pixel difference of two same-size thumbnails, as a fraction (0 = identical)."""
-    if a is None or b is None or a.size != b.size:
-        return None
-    import numpy as np
-
-    return float(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).mean() / 255.0)
-
-
-def place(src: Path, dest: Path) -> None:
-    """A sample beside the page: a hard link when the file system allows, else a copy."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size
-
-
-# ----------------------------------------------------------------------------------------------
-# The PNG contact sheet.
-
-
-@dataclass
-class SheetLayout:
-    width: int
-    height: int
-    rows: int
-    columns: int
-    cell: tuple[int, int]
-    origin: tuple[int, int]  # top-left of the first cell
-    pitch: tuple[int, int]  # distance between cells
-
-    def to_json(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "rows": self.rows, "columns": self.columns,
-                "cell": list(self.cell), "origin": list(self.origin), "pitch": list(self.pitch)}
-
-
-PAD = 8
-LABEL_WIDTH = 300
-TITLE_HEIGHT = 36
-LINE = 16
-
-
-def _font(size: int = 13):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
-def wrap(text: str, font, width: int, max_lines: int) -> list[str]:
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        trial = f"{current} {word}".strip()
-        if font.getlength(trial) <= width or not current:
-            current = trial
-        else:
-            lines.append(current)
-            current = word
-    if current:
-        lines.append(current)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        last = lines[-1]
-        while last and font.getlength(last + "…") > width:
-            last = last[:-1]
-        lines[-1] = last + "…"
-    for i, line in enumerate(lines):  # a single word wider than the cell
-        while font.getlength(line) > width and len(line) > 1:
-            line = line[:-2] + "…"
-        lines[i] = line
-    return lines
-
-
-def compose_sheet(title: str, column_labels: list[list[str]], row_labels: list[list[str]], thumbs: list[list],
-                  cell: tuple[int, int], out: Path) -> SheetLayout:
-    """A grid of thumbnails: a title bar, column labels on top, row labels on the left."""
-    from PIL import Image, ImageDraw
-
-    font, bold = _font(13), _font(15)
-    column_width = cell[0] - 4
-    wrapped_columns = [[line for text in label for line in wrap(text, font, column_width, 3)][:4]
-                       for label in column_labels]
-    header = PAD * 2 + LINE * max([len(c) for c in wrapped_columns] + [1])
-    origin = (LABEL_WIDTH + PAD, TITLE_HEIGHT + header)
-    pitch = (cell[0] + PAD, cell[1] + PAD)
-    width = origin[0] + len(column_labels) * pitch[0]
-    height = origin[1] + len(row_labels) * pitch[1]
-    sheet = Image.new("RGB", (max(width, LABEL_WIDTH + 200), height), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    draw.rectangle((0, 0, sheet.width, TITLE_HEIGHT - 1), fill=(34, 40, 49))
-    draw.text((PAD, 9), title, fill=(255, 255, 255), font=bold)
-    for c, lines in enumerate(wrapped_columns):
-        x = origin[0] + c * pitch[0]
-        for i, line in enumerate(lines):
-            draw.text((x, TITLE_HEIGHT + PAD + i * LINE), line, fill=(30, 30, 30), font=font)
-    max_lines = max(1, cell[1] // LINE)
-    for r, label in enumerate(row_labels):
-        y = origin[1] + r * pitch[1]
-        if r % 2 == 0:
-            draw.rectangle((0, y - PAD // 2, sheet.width, y + cell[1] + PAD // 2 - 1), fill=(244, 246, 248))
-        lines = [line for text in label for line in wrap(text, font, LABEL_WIDTH - 2 * PAD, max_lines)][:max_lines]
-        for i, line in enumerate(lines):
-            draw.text((PAD, y + i * LINE), line, fill=(30, 30, 30) if i else (0, 0, 0), font=font)
-        for c, thumb in enumerate(thumbs[r]):
-            x = origin[0] + c * pitch[0]
-            if thumb is None:
-                draw.rectangle((x, y, x + cell[0] - 1, y + cell[1] - 1), fill=(225, 225, 225), outline=(200, 200, 200))
-                draw.text((x + cell[0] // 2 - 4, y + cell[1] // 2 - 8), "–", fill=(120, 120, 120), font=bold)
-            else:
-                sheet.paste(thumb, (x, y))
-    buffer = _png_bytes(sheet)
-    atomic.write_bytes(out, buffer)
-    return SheetLayout(sheet.width, sheet.height, len(row_labels), len(column_labels), cell, origin, pitch)
-
-
-def _png_bytes(image) -> bytes:
-    import io
-
-    data = io.BytesIO()
-    image.save(data, format="PNG", compress_level=3)
-    return data.getvalue()
-
-
-# ----------------------------------------------------------------------------------------------
 # Timings, the loss plot, and the config's difference from its preset.
-
-
-def _seconds(text: str) -> Optional[float]:
-    """tqdm's elapsed field: 'MM:SS' or 'H:MM:SS'."""
-    try:
-        parts = [int(p) for p in text.strip().split(":")]
-    except ValueError:
-        return None
-    total = 0
-    for part in parts:
-        total = total * 60 + part
-    return float(total)
-
-
-def last_progress_bar(log: Path, tail: int = 256 * 1024) -> Optional[re.Match]:
-    """The trainer's last tqdm reading (steps, elapsed, rate), from the end of its console log."""
-    if not log.is_file():
-        return None
-    with open(log, "rb") as handle:
-        handle.seek(max(0, log.stat().st_size - tail))
-        text = handle.read().decode("utf-8", errors="replace")
-    for segment in reversed(re.split(r"\r\n|\r|\n", text)):
-        match = contract.STEPS_BAR.match(segment.strip())
-        if match and match["rate"] not in (None, "?"):
-            return match
-    return None
 
 
 def run_timings(data: RunData) -> dict[str, Any]:
@@ -432,12 +218,11 @@ def run_timings(data: RunData) -> dict[str, Any]:
     started = run.get("started_at") or data.row.started_at
     finished = run.get("finished_at") or data.row.finished_at
     out: dict[str, Any] = {"total_seconds": (finished - started) if started and finished else data.row.duration}
-    bar = last_progress_bar(data.run_dir / "trainer.log")
+    bar = last_bar(runfolder.of(data.run_dir).log)
     if bar:
-        rate = float(bar["rate"])
-        out["it_per_s"] = rate if bar["unit"] == "it/s" else (1.0 / rate if rate else None)
-        out["training_loop_seconds"] = _seconds(bar["elapsed"])
-        out["steps"] = int(bar["n"])
+        out["it_per_s"] = bar.it_per_s
+        out["training_loop_seconds"] = bar.elapsed_seconds
+        out["steps"] = bar.steps_done
     elif data.row.it_per_s:
         out["it_per_s"] = data.row.it_per_s
     current = data.losses.series.get("loss/current") or data.losses.series.get("loss/average") or []
@@ -462,18 +247,16 @@ def timing_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 60:
+def _duration(seconds: float | None) -> str:
+    """Under a minute with a tenth of a second (setup and sample rounds are short); else H:MM:SS."""
+    if seconds is not None and seconds < 60:
         return f"{seconds:.1f} s"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return duration_text(seconds)
 
 
-def loss_plot(data: RunData, out: Path) -> Optional[Path]:
+def loss_plot(data: RunData, out: Path) -> Path | None:
     """The archive's loss.png, or a fresh plot of the logged losses (a live or never-archived run)."""
-    archived = data.run_dir / archive.ARCHIVE_DIR / "loss.png"
+    archived = runfolder.of(data.run_dir).loss_png
     if archived.is_file() and not data.row.active:
         shutil.copyfile(archived, out)
         return out
@@ -515,7 +298,7 @@ def flat_spec(spec) -> dict[str, Any]:
     return flatten(spec.model_dump(mode="json"))
 
 
-def preset_diff(home: Path, preset_name: Optional[str], spec) -> dict[str, Any]:
+def preset_diff(home: Path, preset_name: str | None, spec) -> dict[str, Any]:
     """The run's resolved spec against its preset's own (today's file, no dataset, base or overrides)."""
     if not preset_name:
         return {"preset": None, "error": "the run records no preset", "rows": []}
@@ -613,13 +396,13 @@ def _image_cell(sample: Sample, stage: Staging, name: str, native: tuple[int, in
 # The run report.
 
 
-def run_report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, Any]:
+def run_report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     from .ledger import open_ledger
 
     started = time.perf_counter()
     row = open_ledger(home).find(ref)
     data = load_run(row)
-    out = Path(out) if out is not None else data.run_dir / REPORT_DIR
+    out = Path(out) if out is not None else runfolder.of(data.run_dir).report
     return _staged(out, started, lambda stage: _run_report(home, data, stage))
 
 
@@ -691,7 +474,7 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
     return result
 
 
-def _ablation(rows: list[Row], columns: list[Column], changes: list[list[Optional[float]]]) -> list[dict[str, Any]]:
+def _ablation(rows: list[Row], columns: list[Column], changes: list[list[float | None]]) -> list[dict[str, Any]]:
     """Per column: the mean change from the base image, with the trigger, without it, per variant.
     With a style LoRA the trigger rows should move far from the base, the no-trigger rows much less."""
     out = []
@@ -753,7 +536,7 @@ def varying_settings(specs: list) -> tuple[list[str], list[dict[str, Any]]]:
     return varying, flats
 
 
-def compare_report(home: Path, refs: list[str], out: Optional[Path] = None, *, title: Optional[str] = None,
+def compare_report(home: Path, refs: list[str], out: Path | None = None, *, title: str | None = None,
                    sweep=None) -> dict[str, Any]:
     from . import workspace
     from .ledger import open_ledger
@@ -786,7 +569,7 @@ def compare_report(home: Path, refs: list[str], out: Optional[Path] = None, *, t
     return _staged(out, started, lambda stage: _compare_report(runs, stage, title or f"comparison of {len(runs)} runs", sweep))
 
 
-def sweep_report(home: Path, sweep_id: str, out: Optional[Path] = None) -> dict[str, Any]:
+def sweep_report(home: Path, sweep_id: str, out: Path | None = None) -> dict[str, Any]:
     """The report of a sweep's members (runs whose runs.sweep_id is the sweep); default folder: the sweep's."""
     from .ledger import open_ledger
 
@@ -801,7 +584,7 @@ def sweep_report(home: Path, sweep_id: str, out: Optional[Path] = None) -> dict[
                           sweep=sweep)
 
 
-def _final_column(data: RunData) -> Optional[Column]:
+def _final_column(data: RunData) -> Column | None:
     trained = [c for c in data.columns if c.kind != "base"]
     return trained[-1] if trained else None
 
@@ -949,7 +732,7 @@ def resolve(home: Path, ref: str) -> tuple[str, Any]:
                    "with sweep-")
 
 
-def report(home: Path, ref: str, out: Optional[Path] = None) -> dict[str, Any]:
+def report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     kind, found = resolve(home, ref)
     if kind == "sweep":
         return sweep_report(home, found.sweep_id, out)

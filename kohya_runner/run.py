@@ -1,17 +1,18 @@
-"""A run: its own folder, a supervised trainer process in its own process group, and a ledger row.
+"""A run's lifecycle: its own folder, a trainer in its own process group, and a ledger row.
 
 prepare() validates and renders before anything is created; launch() starts the trainer with its
-console going to `trainer.log` (so it outlives kr if kr dies); Supervisor follows the log, keeps the
-ledger current, kills a NaN run at once, stops on request (SIGINT → SIGTERM → SIGKILL to the whole
-group until it is empty), and finalize() classifies the outcome and writes the archive. reconcile()
-settles runs whose supervisor died.
+console going to `trainer.log` (so it outlives kr if kr dies); the Supervisor (kohya_runner.supervisor)
+follows it; finalize() classifies the outcome and writes the archive. reconcile() settles runs whose
+supervisor died; stop(), resume_options(), remove() and diff() serve `kr runs`. Process-group control
+lives in kohya_runner.process, the folder layout in kohya_runner.runfolder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,31 +20,39 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable
 
-from . import archive, atomic, contract, render, workspace
+from . import archive, atomic, contract, render, runfolder, workspace
 from .errors import BadInput, Failed
-from .ledger import ACTIVE, Ledger, RunRow, open_ledger
-from .monitor import LossGuard, Outcome, Progress, SegmentSplitter, classify, parse_segment, tree_rss
+from .ledger import ACTIVE, Ledger, RunRow, duration_text, open_ledger
+from .monitor import Outcome, Progress, classify, read_progress
+from .process import STOP_TIMEOUTS, GroupStopper, group_alive, same_process, start_time
+from .runfolder import COMMAND_FILE, ENVIRONMENT_FILE, LOG_FILE  # noqa: F401  (importable from here as before)
 from .spec import Spec
+from .usage import Resources
 
-LOG_FILE = "trainer.log"
-COMMAND_FILE = "command.json"
-ENVIRONMENT_FILE = "environment.json"
-STOP_TIMEOUTS = (20.0, 10.0)  # seconds after SIGINT before SIGTERM, after SIGTERM before SIGKILL
-LEDGER_EVERY = 2.0
+# Moved to kohya_runner.supervisor; still importable from here (e.g. `from .run import Supervisor`).
+_SUPERVISOR_NAMES = ("Supervisor", "spawn_detached_supervisor", "supervise_main", "follow")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUPERVISOR_NAMES:  # lazily: supervisor imports this module
+        from . import supervisor
+
+        return getattr(supervisor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class RunOptions:
-    preset: Optional[str] = None
-    backend: Optional[str] = None  # "tiny" | "sd-scripts"; default: tiny when the base is 'tiny'
-    gpus: Optional[list[int]] = None
-    sweep_id: Optional[str] = None
-    image_dir: Optional[Path] = None  # a cache folder of links to the images (kohya_runner.cache)
-    resume_state: Optional[Path] = None
+    preset: str | None = None
+    backend: str | None = None  # "tiny" | "sd-scripts"; default: tiny when the base is 'tiny'
+    gpus: list[int] | None = None
+    sweep_id: str | None = None
+    image_dir: Path | None = None  # a cache folder of links to the images (kohya_runner.cache)
+    resume_state: Path | None = None
     step_offset: int = 0
-    resumed_from: Optional[str] = None
+    resumed_from: str | None = None
     stop_timeouts: tuple[float, float] = STOP_TIMEOUTS
 
 
@@ -77,8 +86,9 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
         _, texts = render.render_texts(spec, paths)
         render.write_files(run_dir, texts)
         launch_spec = launch_for(home, spec, row, options)
-        atomic.write_text(run_dir / COMMAND_FILE, json.dumps(launch_spec.to_json(), indent=2) + "\n")
-        atomic.write_text(run_dir / ENVIRONMENT_FILE, json.dumps(environment_summary(launch_spec), indent=2) + "\n")
+        folder = runfolder.of(run_dir)
+        atomic.write_text(folder.command, json.dumps(launch_spec.to_json(), indent=2) + "\n")
+        atomic.write_text(folder.environment, json.dumps(environment_summary(launch_spec), indent=2) + "\n")
     except BaseException as error:
         ledger.finish(row.run_id, "failed", reason="setup", hint=str(error)[:500])
         raise
@@ -89,7 +99,7 @@ def launch_for(home: Path, spec: Spec, row: RunRow, options: RunOptions):
     from . import trainers
 
     run_dir = Path(row.run_dir)
-    return trainers.launch_for(row.backend or "sd-scripts", spec.model.family, run_dir / render.CONFIG_FILE, run_dir,
+    return trainers.launch_for(row.backend or "sd-scripts", spec.model.family, runfolder.of(run_dir).config, run_dir,
                                home, options.gpus, spec.precision.mixed_precision)
 
 
@@ -111,13 +121,13 @@ def environment_summary(launch) -> dict:
 
 
 def load_spec(run_dir: Path) -> Spec:
-    return Spec.model_validate_json((run_dir / render.SPEC_FILE).read_text(encoding="utf-8"))
+    return Spec.model_validate_json(runfolder.of(run_dir).spec.read_text(encoding="utf-8"))
 
 
 def load_launch(run_dir: Path):
     from .trainers import Launch
 
-    data = json.loads((run_dir / COMMAND_FILE).read_text(encoding="utf-8"))
+    data = json.loads(runfolder.of(run_dir).command.read_text(encoding="utf-8"))
     return Launch(data["backend"], data["argv"], Path(data["cwd"]), data["env"])
 
 
@@ -125,7 +135,7 @@ def load_launch(run_dir: Path):
 # Launching and process identity.
 
 
-def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = None) -> subprocess.Popen:
+def launch(home: Path, run_id: str, cancelled: Callable[[], bool] | None = None) -> subprocess.Popen:
     """Start the trainer in a new session (its own process group), console → trainer.log.
 
     A run reading a shared cache folder first takes its lock (kohya_runner.cache), waiting while
@@ -139,7 +149,7 @@ def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = No
     spec_launch = load_launch(run_dir)
     cache_lock = _cache_lock(home, ledger, row, cancelled)
     try:
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(runfolder.of(run_dir).log, "ab") as log:
             process = subprocess.Popen(spec_launch.argv, cwd=spec_launch.cwd, env=full_env(spec_launch),
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     except BaseException:
@@ -153,7 +163,7 @@ def launch(home: Path, run_id: str, cancelled: Optional[Callable[[], bool]] = No
     return process
 
 
-def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Optional[Callable[[], bool]]):
+def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Callable[[], bool] | None):
     from . import cache
 
     def stop_wanted() -> bool:
@@ -173,233 +183,8 @@ def _cache_lock(home: Path, ledger: Ledger, row: RunRow, cancelled: Optional[Cal
     return lock
 
 
-def start_time(pid: int) -> Optional[float]:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def same_process(pid: Optional[int], started: Optional[float]) -> bool:
-    """True if `pid` is alive and is the process we recorded (pids get reused)."""
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(process.create_time() - started) < 1.0
-    except psutil.Error:
-        return False
-
-
-def group_alive(pgid: Optional[int]) -> bool:
-    """Any live (non-zombie) process left in the group?"""
-    if not pgid:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    from .monitor import process_group_members
-
-    import psutil
-
-    for member in process_group_members(pgid):
-        try:
-            if member.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.Error:
-            continue
-    return False
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class GroupStopper:
-    """SIGINT, then SIGTERM, then SIGKILL to the whole group, each after a timeout, until it is empty.
-    Signalling only a launcher leaves the trainer running (contract §7.1, §11), so kr signals the group."""
-
-    def __init__(self, pgid: int, timeouts: tuple[float, float] = STOP_TIMEOUTS, first: int = signal.SIGINT):
-        self.pgid = pgid
-        ladder = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
-        self.ladder = ladder[ladder.index(first):]
-        self.waits = list(timeouts)[-(len(self.ladder) - 1):] if len(self.ladder) > 1 else []
-        self.stage = -1
-        self.deadline = 0.0
-
-    def step(self) -> bool:
-        """Advance if due; True once the group is empty."""
-        if not group_alive(self.pgid):
-            return True
-        now = time.monotonic()
-        if self.stage < 0 or (now >= self.deadline and self.stage < len(self.ladder) - 1):
-            self.stage += 1
-            signal_group(self.pgid, self.ladder[self.stage])
-            wait = self.waits[self.stage] if self.stage < len(self.waits) else 5.0
-            self.deadline = now + wait
-        return False
-
-    def run(self, poll: float = 0.1) -> None:
-        while not self.step():
-            time.sleep(poll)
-
-
-# ----------------------------------------------------------------------------------------------
-# Supervising.
-
-
-@dataclass
-class Resources:
-    rss: int = 0
-    peak_rss: int = 0
-    gpu_used: Optional[int] = None
-    peak_vram: Optional[int] = None  # memory in use on the run's (first) GPU, at most; None on the CPU
-
-
-class Supervisor:
-    def __init__(self, home: Path, run_id: str, process: Optional[subprocess.Popen] = None,
-                 on_update: Optional[Callable[[Progress, Resources], None]] = None,
-                 timeouts: tuple[float, float] = STOP_TIMEOUTS):
-        self.home = home
-        self.ledger = open_ledger(home)
-        self.row = self.ledger.get(run_id)
-        self.run_dir = Path(self.row.run_dir)
-        self.spec = load_spec(self.run_dir)
-        self.process = process
-        self.on_update = on_update
-        self.timeouts = timeouts
-        self.progress = Progress()
-        self.resources = Resources()
-        self.stopper: Optional[GroupStopper] = None
-        self.stop_requested = False
-        self.diverged = False
-        self._gpu = None
-        # The shared cache folder's lock taken by launch(); dropped once the caching phase is over.
-        self.cache_lock = getattr(process, "kr_cache_lock", None)
-        self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
-        self.archive_inputs = ArchiveInputs(self.run_dir, self.row, self.spec)
-
-    def request_stop(self) -> None:
-        """Ctrl-C or `kr runs stop`: a second request skips straight to the harder signals."""
-        if self.stop_requested and self.stopper is not None:
-            self.stopper.deadline = 0.0
-            return
-        self.stop_requested = True
-        self.ledger.update(self.row.run_id, stop_requested=1)
-        self.stopper = GroupStopper(self.row.pgid or self.process.pid, self.timeouts)
-
-    def _kill_diverged(self) -> None:
-        if not self.diverged:
-            self.diverged = True
-            # Nothing worth saving in a NaN or runaway run: end it at once (SIGTERM, SIGKILL 3 s later).
-            self.stopper = GroupStopper(self.row.pgid or self.process.pid, (0.0, 3.0), first=signal.SIGTERM)
-
-    def run(self) -> RunRow:
-        log_path = self.run_dir / LOG_FILE
-        splitter = SegmentSplitter()
-        returncode: Optional[int] = None
-        last_ledger = last_check = 0.0
-        with open(log_path, "rb") as log:
-            while True:
-                self._consume(splitter, log.read())
-                self._release_cache_when_cached()
-                returncode = self._poll()
-                now = time.monotonic()
-                if now - last_check >= 1.0:
-                    last_check = now
-                    self._check_stop_request()
-                    self._sample_resources()
-                if self.stopper is not None:
-                    self.stopper.step()
-                if self.on_update:
-                    self.on_update(self.progress, self.resources)
-                if now - last_ledger >= LEDGER_EVERY:
-                    last_ledger = now
-                    self._record_progress()
-                if returncode is not None or (self.process is None and not same_process(self.row.pid, self.row.pid_start)):
-                    break
-                time.sleep(0.1)
-            self._consume(splitter, log.read())
-        for segment in splitter.flush():
-            self._on_segment(segment)
-        self._empty_group()
-        from . import cache
-
-        cache.after_run(self.cache_lock, self.progress.phase)  # ended mid-caching: delete what it half wrote
-        # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
-        stopped = self.stop_requested or bool(self.ledger.get(self.row.run_id).stop_requested)
-        return finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
-                        diverged=self.diverged, spec=self.spec, resources=self.resources,
-                        inputs=self.archive_inputs.result())
-
-    def _consume(self, splitter: SegmentSplitter, data: bytes) -> None:
-        for segment in splitter.feed(data) if data else ():
-            self._on_segment(segment)
-
-    def _on_segment(self, segment: str) -> None:
-        event = parse_segment(self.progress, segment)
-        if event == "nan" or self.progress.nan:
-            self._kill_diverged()
-        elif event == "step" and not self.diverged:
-            reason = self.loss_guard.check(self.progress)
-            if reason:
-                self.progress.divergence = reason
-                self._kill_diverged()
-
-    def _release_cache_when_cached(self) -> None:
-        if self.cache_lock is not None and self.cache_lock.held and self.progress.phase not in ("starting", "caching"):
-            self.cache_lock.release()
-
-    def _poll(self) -> Optional[int]:
-        return self.process.poll() if self.process is not None else None
-
-    def _check_stop_request(self) -> None:
-        if not self.stop_requested and self.ledger.get(self.row.run_id).stop_requested:
-            self.request_stop()
-
-    def _sample_resources(self) -> None:
-        if self._gpu is None:
-            from .monitor import GpuSampler
-
-            self._gpu = GpuSampler()
-        pid = self.process.pid if self.process is not None else self.row.pid
-        self.resources.rss = tree_rss(pid) if pid else 0
-        self.resources.peak_rss = max(self.resources.peak_rss, self.resources.rss)
-        self.resources.gpu_used = self._gpu.used_bytes()
-        if self.row.gpu:  # a GPU run: NVML's memory in use on its first GPU
-            used = self._gpu.used_bytes(int(self.row.gpu.split(",")[0]))
-            if used is not None:
-                self.resources.peak_vram = max(self.resources.peak_vram or 0, used)
-
-    def _record_progress(self) -> None:
-        p = self.progress
-        self.ledger.update(self.row.run_id, steps_done=p.steps_done, steps_total=p.steps_total, epoch=p.epoch,
-                           epochs_total=p.epochs_total, loss=_finite(p.avr_loss), min_loss=p.min_loss,
-                           it_per_s=p.it_per_s, peak_rss=self.resources.peak_rss or None,
-                           peak_vram=self.resources.peak_vram)
-
-    def _empty_group(self) -> None:
-        """The trainer may be gone while data loader workers linger; nothing of the run may stay behind."""
-        pgid = self.row.pgid or (self.process.pid if self.process else None)
-        if pgid and group_alive(pgid):
-            GroupStopper(pgid, (2.0, 3.0), first=signal.SIGTERM).run()
-
-
-def _finite(value: Optional[float]) -> Optional[float]:
-    import math
-
+def finite(value: float | None) -> float | None:
+    """The value, or None for NaN/inf (the ledger keeps numbers a reader can sort by)."""
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -434,14 +219,14 @@ class ArchiveInputs:
         return self._values
 
 
-def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[int], *, stop_requested: bool,
-             diverged: bool, spec: Spec, resources: Optional[Resources] = None,
-             inputs: Optional[dict] = None) -> RunRow:
+def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None, *, stop_requested: bool,
+             diverged: bool, spec: Spec, resources: Resources | None = None,
+             inputs: dict | None = None) -> RunRow:
     ledger = open_ledger(home)
     row = ledger.get(run_id)
     run_dir = Path(row.run_dir)
     inputs = inputs or {}
-    output_dir = run_dir / "output"
+    output_dir = runfolder.of(run_dir).output
     final = output_dir / contract.final_lora_name(spec.output_name)
     outcome = classify(progress, returncode, final.is_file(), stop_requested=stop_requested, diverged=diverged, spec=spec)
     result = choose_result(outcome, final, output_dir, spec.output_name)
@@ -456,12 +241,12 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: Optional[i
         result=result,
         dataset_manifest=inputs["dataset"] if "dataset" in inputs else _dataset_manifest(spec),
         trainer_versions=inputs.get("versions") or trainer_versions(run_dir, row))
-    final_loss = manifest["losses"].get("final_average_loss", _finite(progress.avr_loss))
+    final_loss = manifest["losses"].get("final_average_loss", finite(progress.avr_loss))
     ledger.finish(run_id, outcome.status, reason=outcome.reason, hint=_message(outcome), exit_code=returncode,
                   result_path=str(result) if result else None, steps_done=progress.steps_done or row.steps_done,
                   steps_total=progress.steps_total or row.steps_total, epoch=progress.epoch or row.epoch,
                   epochs_total=progress.epochs_total or row.epochs_total,
-                  loss=_finite(final_loss) if final_loss is not None else None,
+                  loss=finite(final_loss) if final_loss is not None else None,
                   min_loss=manifest["losses"].get("min_average_loss", progress.min_loss),
                   it_per_s=progress.it_per_s or row.it_per_s,
                   peak_rss=(resources.peak_rss if resources and resources.peak_rss else row.peak_rss),
@@ -473,7 +258,7 @@ def _message(outcome: Outcome) -> str:
     return outcome.message + (f" — {outcome.hint}" if outcome.hint else "")
 
 
-def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: str) -> Optional[Path]:
+def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: str) -> Path | None:
     if outcome.status == "succeeded":
         return final
     if outcome.status in ("stopped", "crashed", "failed"):
@@ -483,7 +268,7 @@ def choose_result(outcome: Outcome, final: Path, output_dir: Path, output_name: 
     return None
 
 
-def _dataset_manifest(spec: Spec) -> Optional[dict]:
+def _dataset_manifest(spec: Spec) -> dict | None:
     if not spec.dataset.dir:
         return None
     try:
@@ -528,7 +313,7 @@ def trainer_versions(run_dir: Path, row: RunRow) -> dict:
     return versions
 
 
-def checkout_commit(checkout: Path) -> Optional[str]:
+def checkout_commit(checkout: Path) -> str | None:
     record = checkout.parent / "kr-vendor.json"
     for candidate in (checkout / "kr-vendor.json", record):
         if candidate.is_file():
@@ -567,19 +352,14 @@ def reconcile(home: Path) -> list[RunRow]:
 
 
 def settle_from_files(home: Path, row: RunRow) -> RunRow:
-    run_dir = Path(row.run_dir)
-    if not row.pid or not (run_dir / render.SPEC_FILE).is_file():
+    """Finish an active run from what its folder shows (the log, the output files)."""
+    folder = runfolder.of(row.run_dir)
+    if not row.pid or not folder.spec.is_file():
         open_ledger(home).finish(row.run_id, "crashed", reason="lost", hint="kr stopped before the trainer was launched")
         return open_ledger(home).get(row.run_id)
-    progress = Progress()
-    log_path = run_dir / LOG_FILE
-    if log_path.is_file():
-        from .monitor import segments_of
-
-        for segment in segments_of(log_path.read_bytes()):
-            parse_segment(progress, segment)
+    progress = read_progress(folder.log)
     return finalize(home, row.run_id, progress, None, stop_requested=bool(row.stop_requested),
-                    diverged=progress.nan, spec=load_spec(run_dir))
+                    diverged=progress.nan, spec=load_spec(folder.root))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -610,7 +390,7 @@ def stop(home: Path, ref: str, timeouts: tuple[float, float] = STOP_TIMEOUTS, wa
 
 
 def newest_state(row: RunRow, spec: Spec) -> Path:
-    states = contract.state_dirs(Path(row.run_dir) / "output", spec.output_name)
+    states = contract.state_dirs(runfolder.of(row.run_dir).output, spec.output_name)
     if not states:
         raise BadInput(f"run {row.run_id} saved no state folder, so it cannot be resumed. Fix: runs need "
                        "saving.state=true (state folders with every checkpoint) or saving.state_on_train_end=true; "
@@ -639,53 +419,53 @@ def resume_options(home: Path, ref: str) -> tuple[Spec, RunOptions, RunRow]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Detached supervision: `python -m kohya_runner.run supervise RUN_ID --home H`.
+# Removing and comparing finished runs (`kr runs rm`, `kr runs diff`).
 
 
-def spawn_detached_supervisor(home: Path, run_id: str) -> int:
-    run_dir = Path(open_ledger(home).get(run_id).run_dir)
-    with open(run_dir / "supervisor.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "kohya_runner.run", "supervise", run_id, "--home", str(home)],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                   cwd=str(run_dir))
-    # The supervisor records itself when it launches the trainer; until then the row says queued.
-    open_ledger(home).update(run_id, supervisor_pid=process.pid, supervisor_start=start_time(process.pid))
-    return process.pid
+def remove(home: Path, refs: list[str], confirm: Callable[[list[RunRow]], bool] | None = None) -> list[RunRow]:
+    """Delete finished runs: their folders and ledger rows; returns the rows deleted (none if `confirm`,
+    asked with every row first, says no). Raises BadInput for an unknown run or one still running."""
+    ledger = open_ledger(home)
+    rows = [ledger.find(ref) for ref in refs]
+    active = [r.run_id for r in rows if r.active]
+    if active:
+        raise BadInput(f"{', '.join(active)} still running. Fix: `kr runs stop` first")
+    if confirm is not None and not confirm(rows):
+        return []
+    for row in rows:
+        shutil.rmtree(row.run_dir, ignore_errors=True)
+        ledger.delete(row.run_id)
+    return rows
 
 
-def supervise_main(argv: list[str]) -> int:
-    import argparse
+@dataclass
+class RunDiff:
+    """How two runs differ: spec keys (a, b values) and results."""
+    a: RunRow
+    b: RunRow
+    settings: list[tuple[str, Any, Any]]
+    results: list[tuple[str, Any, Any]]
 
-    parser = argparse.ArgumentParser(prog="python -m kohya_runner.run")
-    parser.add_argument("command", choices=["supervise"])
-    parser.add_argument("run_id")
-    parser.add_argument("--home", required=True)
-    args = parser.parse_args(argv)
-    home = Path(args.home)
-    state: dict = {"stop": False, "supervisor": None}
-
-    def on_signal(*_) -> None:
-        if state["supervisor"] is not None:
-            state["supervisor"].request_stop()
-        else:
-            state["stop"] = True  # still waiting for the cache lock: do not start at all
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        process = launch(home, args.run_id, cancelled=lambda: state["stop"])
-    except Failed as error:
-        print(error.message, file=sys.stderr)
-        return 1
-    supervisor = state["supervisor"] = Supervisor(home, args.run_id, process)
-    if state["stop"]:
-        supervisor.request_stop()
-    row = supervisor.run()
-    return 0 if row.status == "succeeded" else 1
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a.run_id, "b": self.b.run_id,
+                "settings": [{"key": k, "a": x, "b": y} for k, x, y in self.settings],
+                "results": [{"key": k, "a": x, "b": y} for k, x, y in self.results]}
 
 
-if __name__ == "__main__":
-    sys.exit(supervise_main(sys.argv[1:]))
+def diff(home: Path, ref_a: str, ref_b: str) -> RunDiff:
+    """The settings in which two runs differ (their resolved specs, key by flattened key) and their
+    results. Raises BadInput for an unknown run."""
+    from .spec import flatten
+
+    ledger = open_ledger(home)
+    left, right = ledger.find(ref_a), ledger.find(ref_b)
+    flat_a = flatten(load_spec(Path(left.run_dir)).model_dump(mode="json"))
+    flat_b = flatten(load_spec(Path(right.run_dir)).model_dump(mode="json"))
+    changed = [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
+               if flat_a.get(k) != flat_b.get(k)]
+    results = [("status", left.status, right.status), ("final avr_loss", left.loss, right.loss),
+               ("time", duration_text(left.duration), duration_text(right.duration))]
+    return RunDiff(left, right, changed, results)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -725,43 +505,3 @@ def check_dataset(home: Path, spec: Spec, num_processes: int = 1):
     tokenizers = Path(spec.model.tokenizer_cache_dir) if spec.model.tokenizer_cache_dir else workspace.tokenizers_dir(home)
     return dataset.check(dataset.settings_from_spec(spec), dataset.plan_from_spec(spec, num_processes),
                          tokenizer_dir=tokenizers if tokenizers.is_dir() else None, workers=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Following a run from another terminal (`kr runs tail`).
-
-
-def follow(home: Path, run_id: str, on_update: Optional[Callable[[Progress, Resources], None]] = None,
-           on_text: Optional[Callable[[str], None]] = None, poll: float = 0.25) -> RunRow:
-    """Replay the run's log, then follow it until the ledger says it ended."""
-    ledger = open_ledger(home)
-    row = ledger.get(run_id)
-    log_path = Path(row.run_dir) / LOG_FILE
-    progress, resources, splitter = Progress(), Resources(), SegmentSplitter()
-    offset, last_check = 0, 0.0
-    while True:
-        if log_path.exists():
-            with open(log_path, "rb") as log:
-                log.seek(offset)
-                data = log.read()
-            offset += len(data)
-            for segment in splitter.feed(data):
-                parse_segment(progress, segment)
-                if on_text:
-                    on_text(segment)
-        now = time.monotonic()
-        if now - last_check >= 1.0:
-            last_check = now
-            row = ledger.get(run_id)
-            if not row.active:
-                break
-            trainer_alive = bool(row.pid) and (same_process(row.pid, row.pid_start) or group_alive(row.pgid))
-            if not trainer_alive and not same_process(row.supervisor_pid, row.supervisor_start):
-                row = settle_from_files(home, row)
-                break
-            resources.rss = tree_rss(row.pid) if trainer_alive else 0
-            resources.peak_rss = max(resources.peak_rss, resources.rss)
-        if on_update:
-            on_update(progress, resources)
-        time.sleep(poll)
-    return ledger.get(run_id)

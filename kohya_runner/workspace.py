@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 
-def home(explicit: Optional[str | Path] = None) -> Path:
+def home(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser().resolve()
     if os.environ.get("KR_HOME"):

@@ -3,6 +3,7 @@ and reading every TensorBoard point."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from kohya_runner import contract, metrics
 from kohya_runner.ledger import Ledger
-from kohya_runner.monitor import Progress, SegmentSplitter, classify, oom_hint, parse_segment
+from kohya_runner.monitor import LossGuard, Progress, SegmentSplitter, classify, oom_hint, parse_segment
 from kohya_runner.spec import build_spec
 
 
@@ -161,3 +162,65 @@ def test_output_names_and_checkpoint_order():
     assert contract.checkpoint_order("m", "m-step00000500.safetensors") == (1, 500)
     assert contract.checkpoint_order("m", "m.safetensors") is None
     assert contract.checkpoint_order("m", "mx-000003.safetensors") is None
+
+
+def test_loss_guard_rule():
+    def fed(guard, *points):
+        reason = None
+        for step, loss in points:
+            reason = reason or guard.check(Progress(steps_done=step, avr_loss=loss))
+        return reason
+
+    reason = fed(LossGuard(3.0, 5), (5, 0.1), (8, 0.2), (10, 0.31))
+    assert "rose to 0.31 at step 10, above 3 × its running minimum 0.1 since warm-up" in reason
+    assert fed(LossGuard(3.0, 5), (5, 0.1), (10, 0.29)) is None
+    # the running minimum starts at the end of warm-up: an early low average does not trip it
+    assert fed(LossGuard(3.0, 5), (1, 0.01), (4, 0.05), (5, 0.1), (10, 0.2)) is None
+    assert fed(LossGuard(None, 0), (1, 0.1), (2, 5.0)) is None  # switched off
+    assert fed(LossGuard(3.0, 0), (1, 0.1), (2, math.nan)) is None  # NaN has its own rule
+    p = Progress(steps_done=10, avr_loss=0.31, min_loss=0.1)
+    p.divergence = reason
+    outcome = classify(p, -15, False, diverged=True)
+    assert (outcome.status, outcome.reason) == ("diverged", "loss_diverged") and "lower optimizer.lr" in outcome.hint
+    p.nan = True
+    assert classify(p, -15, False, diverged=True).reason == "nan_loss"
+
+
+# ----------------------------------------------------------------------------------------------
+# The one log follower.
+
+
+def test_log_follower_reads_only_what_is_new_and_splits_tqdm_redraws(tmp_path):
+    from kohya_runner.monitor import LogFollower, read_progress
+
+    log = tmp_path / "trainer.log"
+    follower = LogFollower(log)
+    assert follower.poll() == [] and follower.progress.phase == "starting"  # not there yet
+    bar = "steps:  {pct}%|##  | {n}/8 [00:0{n}<00:10,  1.50it/s, avr_loss=0.{n}]"
+    log.write_bytes(b"running training\n" + bar.format(pct=12, n=1).encode() + b"\r" + bar.format(pct=25, n=2).encode())
+    events = follower.poll()
+    assert [e for _, e in events] == [None, "step"]  # the second redraw has no line end yet
+    assert follower.progress.steps_done == 1 and follower.progress.it_per_s == 1.5
+    with open(log, "ab") as handle:
+        handle.write(b"\r" + "épocă".encode()[:2])  # a character split across two writes
+    assert [e for _, e in follower.poll()] == ["step"] and follower.progress.steps_done == 2
+    with open(log, "ab") as handle:
+        handle.write("épocă".encode()[2:] + b"\nmodel saved.")
+    assert follower.poll()[0][0] == "épocă"
+    assert follower.finish()[-1] == ("model saved.", "saved") and follower.progress.model_saved
+    again = read_progress(log)
+    assert again.steps_done == 2 and again.avr_loss == 0.2 and again.model_saved
+    assert read_progress(tmp_path / "missing.log").steps_done == 0
+
+
+def test_last_bar_is_the_last_reading_with_a_rate(tmp_path):
+    from kohya_runner.monitor import last_bar, read_bar, tqdm_seconds
+
+    log = tmp_path / "trainer.log"
+    log.write_text("steps:  50%|##  | 5/10 [01:02:03<00:30,  2.00s/it, avr_loss=0.3]\r"
+                   "steps:  60%|##  | 6/10 [01:02:05<?, ?it/s]\nother line\n")
+    bar = last_bar(log)
+    assert (bar.steps_done, bar.steps_total, bar.it_per_s, bar.elapsed_seconds) == (5, 10, 0.5, 3723.0)
+    assert read_bar("steps:  60%|##  | 6/10 [00:05<?, ?it/s]").rate_known is False
+    assert read_bar("not a bar") is None and tqdm_seconds("1:00") == 60.0 and tqdm_seconds("x") is None
+    assert last_bar(tmp_path / "none.log") is None

@@ -346,6 +346,7 @@ def _build_sweep_by_hand(root: Path, images: Path) -> dict:
     """Without `kr sweep`: the members as runs with runs.sweep_id, two detached supervisors at a time."""
     from kohya_runner import preset, run
     from kohya_runner.ledger import open_ledger
+    from kohya_runner.supervisor import spawn_detached_supervisor
 
     home = root / "home"
     saved = {k: os.environ.get(k) for k in ("KR_HOME", "KR_VENDOR_DIR")}
@@ -363,7 +364,7 @@ def _build_sweep_by_hand(root: Path, images: Path) -> dict:
             while pending and len(running) < 2:
                 row = run.prepare(home, pending.pop(0), run.RunOptions(preset="tiny-demo", backend="tiny", gpus=[],
                                                                        sweep_id=sweep.sweep_id))
-                run.spawn_detached_supervisor(home, row.run_id)
+                spawn_detached_supervisor(home, row.run_id)
                 running.append(row.run_id)
                 members.append(row.run_id)
             assert time.monotonic() < deadline, "the sweep's runs did not finish in time"

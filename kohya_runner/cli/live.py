@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
 
 import click
 
 
-def _gb(value: Optional[int]) -> str:
+def _gb(value: int | None) -> str:
     return f"{value / 2**30:.2f} GB" if value else "–"
 
 
-def _loss(value: Optional[float]) -> str:
+def _loss(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 

@@ -15,12 +15,17 @@ Examples:
 
 
 def gpu_option(value: str | None) -> list[int] | None:
-    """--gpu 0 | 0,1 | cpu; default: GPU 0 when NVML sees one, else the CPU."""
+    """--gpu 0 | 0,1 | cpu; default: the first GPU kr may use (kohya_runner.gpus), else the CPU."""
     if value is None:
-        from ..monitor import GpuSampler
+        from .. import gpus
 
-        return [0] if GpuSampler().used_bytes(0) is not None else None
-    if value.lower() == "cpu":
+        return gpus.default_for_run()
+    return gpu_list(value)
+
+
+def gpu_list(value: str) -> list[int]:
+    """`0`, `0,1` or `cpu` (= []), as `kr run --gpu` and `kr sweep --gpus` take it."""
+    if value.strip().lower() == "cpu":
         return []
     try:
         return [int(part) for part in value.split(",") if part.strip()]
@@ -61,7 +66,9 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     row = run_mod.prepare(root, spec, options)
     if detach:
-        run_mod.spawn_detached_supervisor(root, row.run_id)
+        from ..supervisor import spawn_detached_supervisor
+
+        spawn_detached_supervisor(root, row.run_id)
         if as_json:
             print_json({"run_id": row.run_id, "run_dir": row.run_dir, "detached": True})
         else:
@@ -80,11 +87,12 @@ def follow_foreground(root, run_id: str, quiet: bool = False):
     import signal
 
     from .. import run as run_mod
+    from ..supervisor import Supervisor
     from .live import PlainView, make_view
 
     process = run_mod.launch(root, run_id)
     view = PlainView(run_id, every=30.0) if quiet else make_view(run_id)
-    supervisor = run_mod.Supervisor(root, run_id, process, on_update=None if quiet else view.update)
+    supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update)
 
     def on_interrupt(signum, frame):
         if supervisor.stop_requested:

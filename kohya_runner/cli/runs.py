@@ -6,6 +6,7 @@ import time
 
 import click
 
+from ..ledger import duration_text
 from .common import home, print_json
 
 EPILOG = """\b
@@ -36,13 +37,6 @@ def _ledger(ctx):
     return root, ledger
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def _steps(row) -> str:
     if row.steps_done is None:
         return "–"
@@ -66,7 +60,7 @@ def ls(ctx, statuses, sweep_id, limit, as_json):
         return
     header = ("RUN", "STATUS", "PRESET", "STEPS", "LOSS", "TIME", "STARTED")
     table = [header] + [(r.run_id, r.status, r.preset or "–", _steps(r), "–" if r.loss is None else f"{r.loss:.4f}",
-                         _duration(r.duration), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
+                         duration_text(r.duration), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     # Plain aligned text: fast for thousands of rows, and greppable.
@@ -93,7 +87,7 @@ def show(ctx, ref, as_json):
               ("preset", row.preset), ("backend", row.backend), ("sweep", row.sweep_id), ("spec", row.spec_hash),
               ("steps", _steps(row)), ("epoch", f"{row.epoch}/{row.epochs_total}" if row.epoch else None),
               ("final avr_loss", row.loss), ("min avr_loss", row.min_loss),
-              ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", _duration(row.duration)),
+              ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", duration_text(row.duration)),
               ("peak RSS", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None),
               ("peak VRAM", f"{row.peak_vram / 2**30:.2f} GB" if row.peak_vram else None), ("exit code", row.exit_code),
               ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
@@ -115,14 +109,14 @@ def show(ctx, ref, as_json):
 @click.pass_context
 def tail(ctx, ref, raw):
     """Re-attach to a run: follow its progress until it ends (Ctrl-C detaches, the run goes on)."""
-    from .. import run as run_mod
+    from ..supervisor import follow
     from .live import make_view
     from .run import summary
 
     root, ledger = _ledger(ctx)
     row = ledger.find(ref)
     try:
-        final = run_mod.follow(root, row.run_id, on_update=None if raw else make_view(row.run_id).update,
+        final = follow(root, row.run_id, on_update=None if raw else make_view(row.run_id).update,
                                on_text=click.echo if raw else None)
     except KeyboardInterrupt:
         click.echo(f"\ndetached; {row.run_id} keeps running", err=True)
@@ -155,20 +149,14 @@ def stop(ctx, ref, timeout, as_json):
 @click.pass_context
 def rm(ctx, refs, yes):
     """Delete finished runs: their folders and ledger rows."""
-    import shutil
+    from .. import run as run_mod
 
-    from ..errors import BadInput
+    root, _ = _ledger(ctx)
 
-    _, ledger = _ledger(ctx)
-    rows = [ledger.find(ref) for ref in refs]
-    active = [r.run_id for r in rows if r.active]
-    if active:
-        raise BadInput(f"{', '.join(active)} still running. Fix: `kr runs stop` first")
-    if not yes:
-        click.confirm(f"delete {', '.join(r.run_id for r in rows)} and their files?", abort=True)
-    for row in rows:
-        shutil.rmtree(row.run_dir, ignore_errors=True)
-        ledger.delete(row.run_id)
+    def confirm(rows) -> bool:
+        return yes or click.confirm(f"delete {', '.join(r.run_id for r in rows)} and their files?", abort=True)
+
+    for row in run_mod.remove(root, list(refs), confirm=confirm):
         click.echo(f"deleted {row.run_id}")
 
 
@@ -179,28 +167,19 @@ def rm(ctx, refs, yes):
 @click.pass_context
 def diff(ctx, a, b, as_json):
     """The settings in which two runs differ (their resolved specs), and their results."""
-    from pathlib import Path
+    from .. import run as run_mod
 
-    from ..run import load_spec
-    from ..spec import flatten
-
-    _, ledger = _ledger(ctx)
-    left, right = ledger.find(a), ledger.find(b)
-    flat_a = flatten(load_spec(Path(left.run_dir)).model_dump(mode="json"))
-    flat_b = flatten(load_spec(Path(right.run_dir)).model_dump(mode="json"))
-    changed = [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
-    results = [("status", left.status, right.status), ("final avr_loss", left.loss, right.loss),
-               ("time", _duration(left.duration), _duration(right.duration))]
+    root, _ = _ledger(ctx)
+    result = run_mod.diff(root, a, b)
     if as_json:
-        print_json({"a": left.run_id, "b": right.run_id,
-                    "settings": [{"key": k, "a": x, "b": y} for k, x, y in changed],
-                    "results": [{"key": k, "a": x, "b": y} for k, x, y in results]})
+        print_json(result.to_json())
         return
-    rows = [("", left.run_id, right.run_id)] + [(k, _cell(x), _cell(y)) for k, x, y in changed + results]
+    rows = [("", result.a.run_id, result.b.run_id)] + [(k, _cell(x), _cell(y))
+                                                       for k, x, y in result.settings + result.results]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    if not changed:
+    if not result.settings:
         click.echo("(same settings)")
 
 

@@ -59,14 +59,10 @@ def sweep() -> None:
 
 
 def _gpus(value):
-    if value is None:
-        return None
-    if value.strip().lower() == "cpu":
-        return []
-    try:
-        return [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give GPU numbers such as 0 or 0,1, or cpu") from None
+    """--gpus 0,1 | cpu; None (not given): the sweep's default (kohya_runner.gpus)."""
+    from .run import gpu_list
+
+    return None if value is None else gpu_list(value)
 
 
 def _say(as_json: bool):
@@ -244,20 +240,12 @@ def show(ctx, ref, as_json):
 @click.pass_context
 def stop(ctx, ref):
     """Stop a sweep from another terminal: like Ctrl-C in its own (every member stops, none starts)."""
-    import os
-    import signal
+    from .. import sweep as sweep_mod
 
-    from .. import run as run_mod, sweep as sweep_mod
-    from ..ledger import open_ledger
-
-    root = home(ctx)
-    record = sweep_mod.Record.load(root, ref)
-    if record.owner_alive():
-        os.kill(record.data["owner"]["pid"], signal.SIGTERM)
-        click.echo(f"asked {record.sweep_id} (kr pid {record.data['owner']['pid']}) to stop its members")
+    result = sweep_mod.stop(home(ctx), ref)
+    if result.owner_pid is not None:
+        click.echo(f"asked {result.sweep_id} (kr pid {result.owner_pid}) to stop its members")
         return
-    ledger = open_ledger(root)
-    for row in ledger.runs(sweep_id=record.sweep_id, status=["queued", "running"]):
-        final = run_mod.stop(root, row.run_id)
+    for final in result.stopped:
         click.echo(f"{final.run_id}: {final.status}")
-    click.echo(f"{record.sweep_id} is not running")
+    click.echo(f"{result.sweep_id} is not running")

@@ -1,15 +1,12 @@
-"""`kr sweep`: definitions (grid, paired sets, seeds, sweep TOML), validation of every member before
-anything starts, the dry run, kr's loss guard, and real sweeps: a 2×2 of the built-in tiny trainer
-(shared cache, one member family stopped by the guard, results, ledger links), a clean Ctrl-C, and
-resume with a stand-in sd-scripts checkout."""
+"""Real sweeps: a 2×2 of the built-in tiny trainer (shared cache, one member family stopped by the guard,
+results, ledger links), a clean Ctrl-C, `kr sweep stop` from another terminal, and resume with a stand-in
+sd-scripts checkout."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,217 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import make_standin_checkout, no_process_left, run_kr
+from sweep_fixtures import QUICK, shared, tiny_home  # noqa: F401  (fixtures are used by name)
 
-from kohya_runner import sweep
 from kohya_runner.errors import BadInput
-from kohya_runner.monitor import LossGuard, Progress, classify
 
-QUICK = ["training.epochs=2", "sampling.at_first=false", "sampling.every_n_epochs=100", "saving.every_n_epochs=100",
-         "saving.state=false"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Defining a sweep.
-
-
-def test_split_values_keeps_brackets_braces_and_quotes_together():
-    assert sweep.split_values("1e-4,3e-4") == ["1e-4", "3e-4"]
-    assert sweep.split_values('[1,2],{a = 1, b = 2},"x,y",64x96') == ["[1,2]", "{a = 1, b = 2}", '"x,y"', "64x96"]
-
-
-def test_grid_values_are_typed_like_overrides():
-    axis = sweep.grid_axis("optimizer.lr=1e-4,3e-4")
-    assert axis.choices == [[("optimizer.lr", 1e-4)], [("optimizer.lr", 3e-4)]]
-    assert sweep.grid_axis("optimizer.type=AdamW8bit,Prodigy").choices[1] == [("optimizer.type", "Prodigy")]
-    assert sweep.grid_axis("training.steps=none,100").choices[0] == [("training.steps", None)]
-    with pytest.raises(BadInput, match="did you mean 'optimizer.lr'"):
-        sweep.grid_axis("optimizer.lrr=1,2")
-    with pytest.raises(BadInput, match="key.path=value1,value2"):
-        sweep.grid_axis("optimizer.lr")
-
-
-SWEEP_TOML = """
-[sweep]
-name = "optimizers"
-preset = "tiny-demo"
-seeds = [1, 2]
-
-[set]
-training.epochs = 2
-
-[grid]
-network.dim = [4, 8]
-"dataset.resolution" = [[64, 64], [96, 96]]
-
-[[paired]]
-optimizer.type = "AdamW"
-optimizer.lr = [1e-4, 2e-4, 3e-4, 5e-4]
-
-[[paired]]
-optimizer.type = "Prodigy"
-optimizer.lr = 1.0
-optimizer.args = { d_coef = 1.0, weight_decay = 0.01, safeguard_warmup = true }
-
-[[paired]]
-optimizer.type = "Adafactor"
-optimizer.lr = [1e-4, 2e-4]
-optimizer.args = { relative_step = false, scale_parameter = false, warmup_init = false }
-"""
-
-
-def test_sweep_file_grid_paired_ladders_and_seeds(tmp_path):
-    path = tmp_path / "sweep.toml"
-    path.write_text(SWEEP_TOML)
-    definition = sweep.load_file(path)
-    assert definition.preset == "tiny-demo" and definition.name == "optimizers"
-    assert definition.fixed == [("training.epochs", 2)]
-    assert [a.name for a in definition.axes] == ["network.dim", "dataset.resolution", "paired", "seed"]
-    paired = definition.axes[2]
-    assert len(paired.choices) == 4 + 1 + 2  # a ladder inside an alternative expands it
-    prodigy = paired.choices[4]
-    assert dict(prodigy) == {"optimizer.type": "Prodigy", "optimizer.lr": 1.0,
-                             "optimizer.args": {"d_coef": 1.0, "weight_decay": 0.01, "safeguard_warmup": True}}
-    assert definition.axes[1].choices == [[("dataset.resolution", [64, 64])], [("dataset.resolution", [96, 96])]]
-    members = sweep.expand(definition)
-    assert len(members) == 2 * 2 * 7 * 2
-    assert members[0] == [("network.dim", 4), ("dataset.resolution", [64, 64]), ("optimizer.type", "AdamW"),
-                          ("optimizer.lr", 1e-4), ("training.seed", 1)]
-
-
-def test_named_paired_sets_are_independent_axes(tmp_path):
-    path = tmp_path / "sweep.toml"
-    path.write_text('[[paired.opt]]\noptimizer.type = "AdamW"\n[[paired.opt]]\noptimizer.type = "Lion"\n'
-                    '[[paired.sched]]\nscheduler.name = "cosine"\n[[paired.sched]]\nscheduler.name = "linear"\n'
-                    'scheduler.warmup_steps = 4\n')
-    definition = sweep.load_file(path)
-    assert [a.name for a in definition.axes] == ["paired.opt", "paired.sched"]
-    assert len(sweep.expand(definition)) == 4
-
-
-@pytest.mark.parametrize("text, message", [
-    ("[grid]\noptimizer.lr = [1e-4]\n[[paired]]\noptimizer.lr = 2e-4\n", "set both by"),
-    ("[set]\noptimizer.lr = [1e-4, 2e-4]\n", "move it to \\[grid\\]"),
-    ("[grid]\noptimizer.lrr = [1e-4]\n", "did you mean 'optimizer.lr'"),
-    ("[sweeps]\nname = 'x'\n", "unknown table"),
-    ("[sweep]\nseeds = 3\n", "seeds must be a list"),
-    ("[sweep]\nname = 'x'\n", "varies nothing"),
-    ("[grid\n", "not valid TOML"),
-])
-def test_bad_sweep_files_are_clear_errors(tmp_path, text, message):
-    path = tmp_path / "sweep.toml"
-    path.write_text(text)
-    with pytest.raises(BadInput, match=message):
-        sweep.expand(sweep.load_file(path))
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
-
-    folder = tmp_path_factory.mktemp("sweep-shared")
-    return {"sdxl": build_tiny_base(folder / "tiny-sdxl", "sdxl"),
-            "images": make_demo_dataset(folder / "images", count=16, size=64)}
-
-
-@pytest.fixture
-def tiny_home(home, shared):
-    """A workspace with the tiny SDXL base, and the demo images at 64 px (read through kr's cache folders,
-    so they stay untouched and can be shared)."""
-    (home / "bases").mkdir(parents=True)
-    (home / "bases" / "tiny-sdxl").symlink_to(shared["sdxl"])
-    return {"home": home, "images": shared["images"]}
-
-
-def test_dry_run_lists_members_changes_steps_and_refuses_invalid_ones(kr, tiny_home):
-    images = tiny_home["images"]
-    result = kr("sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.type=AdamW,Prodigy",
-                "--grid", "optimizer.lr=1e-2,3e-2", "training.epochs=2", "--dry-run")
-    assert result.exit_code == 2
-    out = result.stdout
-    assert "4 member(s), 2 valid, 32 steps in total" in out and "every member: training.epochs=2" in out
-    lines = {line.split()[0]: line for line in out.splitlines()[3:]}
-    assert lines["m01"].split()[1:] == ["16", "(none:", "the", "preset", "as", "it", "is)"]
-    assert lines["m02"].split()[1:] == ["16", "optimizer.lr=0.03"]
-    assert lines["m03"].split()[1:4] == ["–", "optimizer.type=Prodigy", "optimizer.lr=0.01"]
-    assert "INVALID: optimizer.lr = 0.01: is far too low for Prodigy" in out
-    assert "2 of 4 sweep members are invalid; nothing was launched" in result.stderr
-    assert "--skip-invalid" in result.stderr and "Traceback" not in result.stderr
-    data = kr.json("sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.type=AdamW,Prodigy",
-                   "--grid", "optimizer.lr=1e-2,3e-2", "training.epochs=2", "--dry-run", "--skip-invalid")
-    assert data["total_steps"] == 32 and data["varying"] == ["optimizer.type", "optimizer.lr"]
-    assert [m["valid"] for m in data["members"]] == [True, True, False, False]
-    assert data["members"][1]["changes"] == {"optimizer.lr": [0.01, 0.03]}
-    assert data["members"][0]["steps"] == 16
-    assert not (tiny_home["home"] / "sweeps").exists()  # a dry run starts nothing
-
-
-def test_sweep_input_errors_are_bad_input(kr, tiny_home, tmp_path):
-    images = tiny_home["images"]
-    cases = [
-        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny"], "varies nothing"),
-        (["sweep", "tiny-demo", "--dataset", tmp_path / "nope", "--base", "tiny", "--seeds", "1,2"], "dataset folder not found"),
-        (["sweep", "nosuchpreset", "--dataset", images, "--base", "tiny", "--seeds", "1,2"], "unknown preset"),
-        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--seeds", "1,x"], "whole numbers"),
-        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.lr=1,2", "optimizer.lr=3"],
-         "both a command-line override and swept"),
-        (["sweep", "tiny-demo", "--dataset", images, "--base", "/nowhere/model.safetensors", "--seeds", "1,2"],
-         "every member of the sweep fails the same way: base model not found"),
-    ]
-    for args, message in cases:
-        result = kr(*args)
-        assert result.exit_code == 2, (args, result.output)
-        assert message in result.stderr, (message, result.stderr)
-        assert "Traceback" not in result.stderr
-
-
-def test_the_dataset_check_runs_once_before_anything_starts(kr, tiny_home, tmp_path):
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_home["images"], broken)
-    (broken / "000_a_man_thinking.png").write_bytes(b"not a png")
-    result = kr("sweep", "tiny-demo", "--dataset", broken, "--base", "tiny", "--seeds", "1,2", *QUICK)
-    assert result.exit_code == 2
-    assert "has 1 error(s); nothing was launched" in result.stderr and "000_a_man_thinking.png" in result.stderr
-    assert "--skip-check" in result.stderr
-    assert kr.json("sweep", "ls") == [] and kr.json("runs", "ls") == []
-
-
-# ----------------------------------------------------------------------------------------------
-# kr's loss guard.
-
-
-def test_loss_guard_rule():
-    def fed(guard, *points):
-        reason = None
-        for step, loss in points:
-            reason = reason or guard.check(Progress(steps_done=step, avr_loss=loss))
-        return reason
-
-    reason = fed(LossGuard(3.0, 5), (5, 0.1), (8, 0.2), (10, 0.31))
-    assert "rose to 0.31 at step 10, above 3 × its running minimum 0.1 since warm-up" in reason
-    assert fed(LossGuard(3.0, 5), (5, 0.1), (10, 0.29)) is None
-    # the running minimum starts at the end of warm-up: an early low average does not trip it
-    assert fed(LossGuard(3.0, 5), (1, 0.01), (4, 0.05), (5, 0.1), (10, 0.2)) is None
-    assert fed(LossGuard(None, 0), (1, 0.1), (2, 5.0)) is None  # switched off
-    assert fed(LossGuard(3.0, 0), (1, 0.1), (2, math.nan)) is None  # NaN has its own rule
-    p = Progress(steps_done=10, avr_loss=0.31, min_loss=0.1)
-    p.divergence = reason
-    outcome = classify(p, -15, False, diverged=True)
-    assert (outcome.status, outcome.reason) == ("diverged", "loss_diverged") and "lower optimizer.lr" in outcome.hint
-    p.nan = True
-    assert classify(p, -15, False, diverged=True).reason == "nan_loss"
-
-
-def test_slots():
-    assert sweep.slots_for(sweep.Options(gpus=[])) == [[]]
-    assert sweep.slots_for(sweep.Options(gpus=[], max_parallel=2)) == [[], []]
-    assert sweep.slots_for(sweep.Options(gpus=[0, 1, 3])) == [[0], [1], [3]]
-    assert sweep.slots_for(sweep.Options(gpus=[0, 1, 3], max_parallel=2)) == [[0], [1]]
-    with pytest.raises(BadInput):
-        sweep.slots_for(sweep.Options(gpus=[], max_parallel=0))
-
-
-# ----------------------------------------------------------------------------------------------
-# Real sweeps with the tiny trainer.
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def _ledger_rows(home: Path) -> list:
@@ -352,7 +143,7 @@ runpy.run_path({script!r}, run_name="__main__")
 @pytest.fixture
 def seeded_checkout(tmp_path, home, monkeypatch):
     checkout = make_standin_checkout(tmp_path / "standin-sd-scripts", "fault")
-    script = str(Path(__file__).with_name("fault_trainer.py"))
+    script = str(TESTS / "fault_trainer.py")
     (checkout / "sdxl_train_network.py").write_text(SEEDED_STANDIN.format(script=script))
     monkeypatch.setenv("KR_SD_SCRIPTS", str(checkout))
     monkeypatch.setenv("KR_SD_PYTHON", sys.executable)
@@ -419,3 +210,56 @@ def test_interrupted_sweep_resumes_the_unfinished_members(seeded_checkout, style
     assert final["status"] == "finished" and [m["status"] for m in final["members"]] == ["succeeded"] * 3
     record = json.loads((Path(final["sweep_dir"]) / "sweep.json").read_text())
     assert [len(m["runs"]) for m in record["members"]] == [2, 1, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# `kr sweep stop` from another terminal (kohya_runner.sweep.stop).
+
+
+def _start_slow_sweep(style_images, base_file, home) -> subprocess.Popen:
+    env = {**os.environ, "KR_HOME": str(home), "KR_FAULT": "slow"}  # 0.3 s a step: long enough to stop
+    process = subprocess.Popen([sys.executable, "-m", "kohya_runner", "sweep", "marker", "--dataset", str(style_images),
+                                "--base", str(base_file), "--seeds", "1,2", "training.epochs=30", "--max-parallel", "2"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if sum(r.status == "running" and (r.steps_done or 0) >= 1 for r in _ledger_rows(home)) == 2:
+            return process
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("two members never trained at once")
+
+
+def test_sweep_stop_asks_the_running_kr_to_stop_its_members(seeded_checkout, style_images, base_file, home):
+    process = _start_slow_sweep(style_images, base_file, home)
+    try:
+        sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)[0]["sweep_id"]
+        stopped = run_kr("sweep", "stop", sweep_id)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == f"asked {sweep_id} (kr pid {process.pid}) to stop its members"
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "stopping the sweep" in out, err
+    summary = json.loads(run_kr("sweep", "show", sweep_id, "--json").stdout)
+    assert summary["status"] == "stopped" and [m["status"] for m in summary["members"]] == ["stopped", "stopped"]
+
+
+def test_sweep_stop_without_its_kr_stops_the_members_itself(seeded_checkout, style_images, base_file, home):
+    from kohya_runner import sweep
+
+    process = _start_slow_sweep(style_images, base_file, home)
+    process.kill()  # kr itself dies; the members go on under their detached supervisors
+    process.communicate(timeout=30)
+    sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)[0]["sweep_id"]
+    result = sweep.stop(home, sweep_id)
+    assert result.sweep_id == sweep_id and result.owner_pid is None
+    assert sorted(r.status for r in result.stopped) == ["stopped", "stopped"]
+    assert all(r.stop_requested for r in result.stopped)
+    assert _runs({"KR_HOME": str(home)}, sweep_id)[0]["status"] == "stopped"
+    again = run_kr("sweep", "stop", sweep_id)
+    assert again.returncode == 0 and again.stdout.strip() == f"{sweep_id} is not running"
+    with pytest.raises(BadInput):
+        sweep.stop(home, "sweep-nosuch-0001")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import no_process_left, run_kr
 
-from kohya_runner.run import group_alive
+from kohya_runner.process import group_alive
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_standin_checkout, no_process_left, run_kr
 
-from kohya_runner.run import group_alive
+from kohya_runner.process import group_alive
 
 SMALL = ["training.epochs=4", "sampling.steps=3", "sampling.every_n_epochs=2", "saving.every_n_epochs=2"]
 

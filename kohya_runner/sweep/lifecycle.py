@@ -1,0 +1,110 @@
+"""A sweep's lifecycle: start (check, cache folders, record, run), resume the unfinished members,
+stop it from another terminal."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import BadInput
+from .plan import Member, Plan, refuse_invalid
+from .record import Options, Record
+from .scheduler import execute
+
+DONE = ("succeeded", "diverged")  # a member with one of these is not run again by `kr sweep resume`
+
+
+def prepare_members(home: Path, members: list[Member], options: Options, say: Callable[[str], None]) -> None:
+    """The dataset check once per distinct dataset setting, then each member's cache folder (kr run's pre_launch)."""
+    from .. import cache, dataset as ds, run as run_mod, workspace
+
+    checked: set = set()
+    for member in members:
+        spec = member.spec
+        if spec.dataset.dir:
+            settings = ds.settings_from_spec(spec)
+            if settings not in checked and not options.skip_check:
+                checked.add(settings)
+                run_mod.refuse_dataset_errors(home, spec)
+            member.cache = cache.prepare(home, spec)
+    keys = {m.cache.key for m in members if m.cache is not None}
+    if keys:
+        say(f"{len(members)} member(s) share {len(keys)} cache folder(s) under {workspace.caches_dir(home)}")
+
+
+def start(home: Path, result: Plan, options: Options, say: Callable[[str], None]) -> Record:
+    from .. import run as run_mod
+
+    run_mod.reconcile(home)
+    if result.invalid and not options.skip_invalid:
+        refuse_invalid(result)
+    runnable = result.valid
+    if not runnable:
+        raise BadInput("no member of the sweep is valid; nothing to run")
+    prepare_members(home, runnable, options, say)
+    record = Record.create(home, result, options)
+    execute(home, record, runnable, options, say)
+    return record
+
+
+def resume(home: Path, ref: str, options: Options, say: Callable[[str], None]) -> Record:
+    """Run the members of a sweep that have not finished (stopped, crashed, never started; failed with
+    retry_failed); members still running under their own supervisors are followed."""
+    from .. import run as run_mod
+    from ..ledger import open_ledger
+
+    run_mod.reconcile(home)
+    record = Record.load(home, ref)
+    if record.owner_alive():
+        raise BadInput(f"{record.sweep_id} is still running (kr pid {record.data['owner']['pid']}). "
+                       "Fix: wait for it, or stop it with Ctrl-C in its terminal")
+    stored = record.data.get("options", {})
+    merged = Options(gpus=options.gpus if options.gpus is not None else stored.get("gpus"),
+                     max_parallel=options.max_parallel or stored.get("max_parallel"),
+                     backend=stored.get("backend"), skip_check=options.skip_check or stored.get("skip_check", False),
+                     retry_failed=options.retry_failed)
+    ledger = open_ledger(home)
+    todo, adopt = [], []
+    for member in record.members:
+        if not member.valid:
+            continue
+        row = ledger.get(member.runs[-1]) if member.runs else None
+        if row is not None and row.active:
+            adopt.append((member, row))
+        elif row is None or row.status not in DONE + (() if merged.retry_failed else ("failed",)):
+            todo.append(member)
+    if not todo and not adopt:
+        say(f"{record.sweep_id}: every member has finished; nothing to resume")
+        return record
+    prepare_members(home, todo, merged, say)
+    execute(home, record, todo, merged, say, adopt)
+    return record
+
+
+@dataclass
+class StopResult:
+    sweep_id: str
+    owner_pid: int | None  # the kr process running the sweep, asked to stop its members; None if none ran it
+    stopped: list = field(default_factory=list)  # RunRows of members stopped here (when no kr ran the sweep)
+
+
+def stop(home: Path, ref: str) -> StopResult:
+    """Stop a sweep from another terminal, like Ctrl-C in its own: the kr process running it gets SIGTERM
+    (its members stop, none starts); without one, every member still queued or running is stopped here.
+    Raises BadInput for an unknown sweep, Failed for a damaged sweep folder."""
+    from .. import run as run_mod
+    from ..ledger import open_ledger
+
+    record = Record.load(home, ref)
+    if record.owner_alive():
+        pid = record.data["owner"]["pid"]
+        try:
+            os.kill(pid, signal.SIGTERM)  # its handler stops the members (kohya_runner.sweep.scheduler)
+            return StopResult(record.sweep_id, pid)
+        except ProcessLookupError:
+            pass  # it ended just now: stop what it left running
+    rows = open_ledger(home).runs(sweep_id=record.sweep_id, status=["queued", "running"])
+    return StopResult(record.sweep_id, None, [run_mod.stop(home, row.run_id) for row in rows])

@@ -1,0 +1,61 @@
+"""Planning a sweep through `kr sweep`: every member validated before anything starts, the dry run, and
+input errors as bad input (kohya_runner.sweep.plan)."""
+
+from __future__ import annotations
+
+import shutil
+
+from sweep_fixtures import QUICK, shared, tiny_home  # noqa: F401  (fixtures are used by name)
+
+
+def test_dry_run_lists_members_changes_steps_and_refuses_invalid_ones(kr, tiny_home):
+    images = tiny_home["images"]
+    result = kr("sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.type=AdamW,Prodigy",
+                "--grid", "optimizer.lr=1e-2,3e-2", "training.epochs=2", "--dry-run")
+    assert result.exit_code == 2
+    out = result.stdout
+    assert "4 member(s), 2 valid, 32 steps in total" in out and "every member: training.epochs=2" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[3:]}
+    assert lines["m01"].split()[1:] == ["16", "(none:", "the", "preset", "as", "it", "is)"]
+    assert lines["m02"].split()[1:] == ["16", "optimizer.lr=0.03"]
+    assert lines["m03"].split()[1:4] == ["–", "optimizer.type=Prodigy", "optimizer.lr=0.01"]
+    assert "INVALID: optimizer.lr = 0.01: is far too low for Prodigy" in out
+    assert "2 of 4 sweep members are invalid; nothing was launched" in result.stderr
+    assert "--skip-invalid" in result.stderr and "Traceback" not in result.stderr
+    data = kr.json("sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.type=AdamW,Prodigy",
+                   "--grid", "optimizer.lr=1e-2,3e-2", "training.epochs=2", "--dry-run", "--skip-invalid")
+    assert data["total_steps"] == 32 and data["varying"] == ["optimizer.type", "optimizer.lr"]
+    assert [m["valid"] for m in data["members"]] == [True, True, False, False]
+    assert data["members"][1]["changes"] == {"optimizer.lr": [0.01, 0.03]}
+    assert data["members"][0]["steps"] == 16
+    assert not (tiny_home["home"] / "sweeps").exists()  # a dry run starts nothing
+
+
+def test_sweep_input_errors_are_bad_input(kr, tiny_home, tmp_path):
+    images = tiny_home["images"]
+    cases = [
+        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny"], "varies nothing"),
+        (["sweep", "tiny-demo", "--dataset", tmp_path / "nope", "--base", "tiny", "--seeds", "1,2"], "dataset folder not found"),
+        (["sweep", "nosuchpreset", "--dataset", images, "--base", "tiny", "--seeds", "1,2"], "unknown preset"),
+        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--seeds", "1,x"], "whole numbers"),
+        (["sweep", "tiny-demo", "--dataset", images, "--base", "tiny", "--grid", "optimizer.lr=1,2", "optimizer.lr=3"],
+         "both a command-line override and swept"),
+        (["sweep", "tiny-demo", "--dataset", images, "--base", "/nowhere/model.safetensors", "--seeds", "1,2"],
+         "every member of the sweep fails the same way: base model not found"),
+    ]
+    for args, message in cases:
+        result = kr(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (message, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_the_dataset_check_runs_once_before_anything_starts(kr, tiny_home, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_home["images"], broken)
+    (broken / "000_a_man_thinking.png").write_bytes(b"not a png")
+    result = kr("sweep", "tiny-demo", "--dataset", broken, "--base", "tiny", "--seeds", "1,2", *QUICK)
+    assert result.exit_code == 2
+    assert "has 1 error(s); nothing was launched" in result.stderr and "000_a_man_thinking.png" in result.stderr
+    assert "--skip-check" in result.stderr
+    assert kr.json("sweep", "ls") == [] and kr.json("runs", "ls") == []
