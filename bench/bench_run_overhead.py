@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kohya_runner.contract import OFFLINE_ENV
+from kohya_runner.sdscripts.environment import OFFLINE_ENV
 
 
 def kr(*args: str, env: dict) -> list[str]:

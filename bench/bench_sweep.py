@@ -135,7 +135,7 @@ def bench_standin(root: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"stand-in sweep failed:\n{result.stdout}\n{result.stderr}")
     summary = json.loads(result.stdout)
-    runs = json.loads(kr(home, "runs", "ls", "--sweep", summary["sweep_id"], "--json").stdout)
+    runs = json.loads(kr(home, "runs", "ls", "--sweep", summary["sweep_id"], "--json").stdout)["runs"]
     spans, launch_delays = [], []
     for run in runs:
         end = runfolder.of(run["run_dir"]).log.stat().st_mtime
@@ -200,7 +200,7 @@ def bench_tiny(root: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"tiny sweep failed:\n{result.stdout}\n{result.stderr}")
     summary = json.loads(result.stdout)
-    runs = sorted(json.loads(kr(home, "runs", "ls", "--sweep", summary["sweep_id"], "--json").stdout),
+    runs = sorted(json.loads(kr(home, "runs", "ls", "--sweep", summary["sweep_id"], "--json").stdout)["runs"],
                   key=lambda r: r["started_at"])
     latents = [name for name, _ in seen if name.endswith("_sdxl.npz")]
     te = [name for name, _ in seen if name.endswith("_te_outputs.npz")]

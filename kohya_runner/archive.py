@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, atomic, contract, lorafile, metrics, runfolder
+from . import __version__, atomic, lorafile, metrics, runfolder
+from .sdscripts import options, outputs
 from .hashing import sha256_file
 
 ARCHIVE_DIR = runfolder.ARCHIVE_DIR
@@ -105,7 +106,7 @@ def newest_intermediate(output_dir: Path, output_name: str, *, finite_only: bool
     """The latest epoch or step checkpoint: what a stopped run leaves as its result (§7.1)."""
     candidates = []
     for path in lora_files(output_dir):
-        order = contract.checkpoint_order(output_name, path.name)
+        order = outputs.checkpoint_order(output_name, path.name)
         if order is not None:
             candidates.append((path.stat().st_mtime, order, path))
     for _, _, path in sorted(candidates, reverse=True):
@@ -156,7 +157,7 @@ def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], 
         "outcome": outcome,
         "result": str(result.relative_to(run_dir)) if result else None,
         "spec_hash": spec.hash() if spec is not None else None,
-        "sd_scripts_commit": contract.pinned_commit(),
+        "sd_scripts_commit": options.pinned_commit(),
         "loras": [asdict(c) for c in checks],
         "losses": losses,
         "samples": samples,

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import archive, contract, metrics, runfolder
+from . import archive, metrics, runfolder
+from .sdscripts import outputs
 from .errors import BadInput, Failed
 
 POLICIES = ("keep", "minimal", "scrub")
@@ -94,14 +95,14 @@ def list_checkpoints(run_dir: Path, output_name: str, *, epochs_total: int | Non
     steps_per_epoch = steps_total // epochs_total if epochs_total and steps_total and steps_total % epochs_total == 0 else None
     found: list[Checkpoint] = []
     for path in archive.lora_files(output_dir):
-        order = contract.checkpoint_order(output_name, path.name)
+        order = outputs.checkpoint_order(output_name, path.name)
         if order is not None:
             kind, number = order
             if kind == 0:
                 found.append(Checkpoint(path, "epoch", number, number * steps_per_epoch if steps_per_epoch else None))
             else:
                 found.append(Checkpoint(path, "step", None, number))
-        elif path.name == contract.final_lora_name(output_name):
+        elif path.name == outputs.final_lora_name(output_name):
             found.append(Checkpoint(path, "final", epochs_total, steps_total))
     validation = all(_loss_of(c, losses, validation=True) is not None for c in found) and bool(found)
     for checkpoint in found:

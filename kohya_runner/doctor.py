@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BadInput, KrError
+from .sdscripts import cache_files
 from .tokenizers import folder_for
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -103,11 +104,10 @@ def gpu_inventory() -> list[Gpu]:
 
     Raises nothing.
     """
-    try:
-        import pynvml
+    from .gpus import nvml
 
-        pynvml.nvmlInit()
-    except Exception:
+    pynvml = nvml()
+    if pynvml is None:
         return []
     gpus = []
     try:
@@ -358,11 +358,10 @@ def planned_bytes(spec, images: int) -> tuple[int, str]:
         state = math_.lora.parameters * 12  # fp32 weights + AdamW's two moments
         total += states * state
         parts.append(f"{states} state folder(s)")
-    p = spec.precision
-    if p.cache_latents_to_disk:
+    if cache_files.latents_on_disk(spec):
         w, h = spec.dataset.resolution
         latent = 4 * (w // 8) * (h // 8) * 4 * (2 if spec.dataset.flip_aug else 1)
-        te = (77 * 768 + 77 * 1280 + 1280) * 4 if spec.model.family == "sdxl" and p.cache_text_encoder_outputs_to_disk else 0
+        te = (77 * 768 + 77 * 1280 + 1280) * 4 if cache_files.te_on_disk(spec) else 0
         total += images * (latent + te)
         parts.append(f"caches for {images} images")
     return total, ", ".join(parts)
@@ -401,12 +400,12 @@ def check_offline(python: str | None, scratch: Path) -> Check:
     them; huggingface_hub is asked too, when it is installed there.
     Raises nothing.
     """
-    from . import contract
+    from .sdscripts.environment import OFFLINE_ENV
     from .trainers import Launch, full_env, trainer_env
 
     name = "offline"
     python = python or sys.executable
-    wanted = {k: v for k, v in contract.OFFLINE_ENV.items() if k != "COLUMNS"}
+    wanted = {k: v for k, v in OFFLINE_ENV.items() if k != "COLUMNS"}
     env = full_env(Launch("sd-scripts", [], scratch, trainer_env(None)))
     try:
         result = subprocess.run([python, "-c", _OFFLINE_QUERY % json.dumps(sorted(wanted))], cwd=scratch, env=env,
@@ -586,7 +585,7 @@ RANDOM_BASE_BYTES = {"sd15": int(2.0 * GIB), "sdxl": int(6.5 * GIB)}  # fp16 (co
 
 
 def _count_images(folder: str | None) -> int:
-    from .dataset import BASE_IMAGE_EXTENSIONS
+    from .sdscripts.images import BASE_IMAGE_EXTENSIONS
 
     try:
         return sum(1 for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in BASE_IMAGE_EXTENSIONS)
@@ -662,7 +661,8 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
     import time
 
     from . import bases, preset as preset_mod
-    from .run import RunOptions, Supervisor, launch, pre_launch, prepare, reconcile
+    from .run import RunOptions, launch, pre_launch, prepare, reconcile
+    from .supervisor import Supervisor
 
     say = progress or (lambda line: None)
     name = "smoke run"

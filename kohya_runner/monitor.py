@@ -3,7 +3,7 @@
 The one log follower (LogFollower: a file offset, '\\r'/'\\n' segment splitting, Progress updates) is
 used by the supervisor, `kr runs tail`, the sweep scheduler and the report. The stream is split on both
 '\\r' and '\\n' (tqdm redraws with '\\r' and no newline even into a file, contract §5.4). Patterns live
-in kohya_runner.contract; this module only keeps state. Resource sampling: kohya_runner.usage.
+in kohya_runner.sdscripts.logs; this module only keeps state. Resource sampling: kohya_runner.usage.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import contract
+from .sdscripts import logs
 
 
 class SegmentSplitter:
@@ -56,7 +56,7 @@ class Progress:
     checkpoints: list[str] = field(default_factory=list)
     sample_rounds: int = 0
     exception: str | None = None
-    failure: str | None = None  # the first failure signature seen (contract.FAILURES)
+    failure: str | None = None  # the first failure signature seen (logs.FAILURES)
     divergence: str | None = None  # why kr's loss guard stopped the run (spec.guard), if it did
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
     updated: float = field(default_factory=time.monotonic)
@@ -82,11 +82,11 @@ def parse_segment(progress: Progress, line: str) -> str | None:
         if match:
             return handler(progress, match)
     if progress.failure is None:
-        for reason, pattern, _ in contract.FAILURES:
+        for reason, pattern, _ in logs.FAILURES:
             if pattern.search(text):
                 progress.failure = reason
                 break
-    exception = contract.EXCEPTION_LINE.match(text)
+    exception = logs.EXCEPTION_LINE.match(text)
     if exception and not text.startswith("Traceback"):
         progress.exception = text[:500]
     return None
@@ -110,7 +110,7 @@ class BarReading:
 
 def read_bar(segment: str) -> BarReading | None:
     """The tqdm bar in one console segment, or None if it is not one."""
-    bar = contract.STEPS_BAR.match(segment.strip())
+    bar = logs.STEPS_BAR.match(segment.strip())
     if not bar:
         return None
     eta = bar["eta"].strip()
@@ -142,7 +142,7 @@ def _update_from_bar(progress: Progress, bar: BarReading) -> None:
     progress.eta = bar.eta
     if bar.rate_known:
         progress.it_per_s = bar.it_per_s
-    loss = contract.AVR_LOSS.search(bar.postfix)
+    loss = logs.AVR_LOSS.search(bar.postfix)
     if loss:
         value = _float(loss.group(1))
         progress.avr_loss = value
@@ -230,14 +230,14 @@ def _on_caching(p: Progress, m: re.Match) -> str:
 
 
 _LINE_HANDLERS = [
-    (contract.TOTAL_STEPS, _on_total),
-    (contract.NUM_EPOCHS, _on_epochs),
-    (contract.EPOCH_LINE, _on_epoch),
-    (contract.SAVING_CHECKPOINT, _on_checkpoint),
-    (contract.SAMPLING, _on_sampling),
-    (contract.MODEL_SAVED, _on_saved),
-    (contract.NO_DATA, _on_no_data),
-    (contract.CACHING, _on_caching),
+    (logs.TOTAL_STEPS, _on_total),
+    (logs.NUM_EPOCHS, _on_epochs),
+    (logs.EPOCH_LINE, _on_epoch),
+    (logs.SAVING_CHECKPOINT, _on_checkpoint),
+    (logs.SAMPLING, _on_sampling),
+    (logs.MODEL_SAVED, _on_saved),
+    (logs.NO_DATA, _on_no_data),
+    (logs.CACHING, _on_caching),
 ]
 
 
@@ -296,7 +296,7 @@ def _signalled(signum: int, progress: Progress) -> Outcome:
 
 
 def _failure_text(reason: str) -> str:
-    return next(text for r, _, text in contract.FAILURES if r == reason)
+    return next(text for r, _, text in logs.FAILURES if r == reason)
 
 
 def _hint(reason: str, spec=None, progress: Progress | None = None) -> str | None:

@@ -31,12 +31,10 @@ from pathlib import Path
 
 from . import atomic, lorafile
 from .errors import BadInput
+from .sdscripts.metadata import MINIMAL_SS_KEYS
 
 POLICIES = ("keep", "minimal", "scrub")
 
-# What sd-scripts keeps with --no_metadata (contract §4.4).
-MINIMAL_SS_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
-                   "ss_network_args")
 SCRUB_REMOVED = ("ss_tag_frequency", "ss_dataset_dirs", "ss_reg_dataset_dirs", "ss_bucket_info", "ss_training_comment")
 RUN_ID_KEY = "modelspec.kr_run_id"
 HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash")

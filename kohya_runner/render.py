@@ -16,19 +16,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import __version__, atomic, workspace
+from . import __version__, atomic, runfolder, tokenizers, workspace
 from ._toml import loads_strict
 from .errors import BadInput, Failed
 from .resources import data_dir
+from .runfolder import CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE
 from .sdscripts import options, prompts
 from .sdscripts.dataset_config import check_dataset_config, dataset_config
 from .sdscripts.training_args import Entry, RenderPaths, TrainingArgs, training_args
 from .spec import Problem, Spec, SpecError, sample_prompts
 
-CONFIG_FILE = "config.toml"
-DATASET_FILE = "dataset.toml"
-PROMPTS_FILE = "sample_prompts.txt"
-SPEC_FILE = "spec.json"
 RENDERED_FILES = (CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE)
 
 
@@ -202,15 +199,13 @@ def _optional_file(value: str | None, field: str) -> str | None:
 def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Path | None = None,
                  run_id: str | None = None, log_prefix: str | None = None) -> RenderPaths:
     out_dir = out_dir.resolve()
-    tokenizers = Path(spec.model.tokenizer_cache_dir).expanduser().resolve() if spec.model.tokenizer_cache_dir \
-        else workspace.tokenizers_dir(home)
     return RenderPaths(
         config_file=out_dir / CONFIG_FILE,
         dataset_config=out_dir / DATASET_FILE,
         sample_prompts=out_dir / PROMPTS_FILE,
-        output_dir=out_dir / "output",
-        logging_dir=out_dir / "logs",
-        tokenizer_cache_dir=tokenizers,
+        output_dir=runfolder.of(out_dir).output,
+        logging_dir=runfolder.of(out_dir).logs,
+        tokenizer_cache_dir=tokenizers.folder_for(home, spec),
         image_dir=image_dir or resolve_dataset_dir(spec),
         base=resolve_base(spec, home),
         vae=_optional_file(spec.model.vae, "model.vae"),

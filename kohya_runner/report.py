@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import archive, atomic, contract, runfolder
+from . import archive, atomic, runfolder
 from .checkpoints import Checkpoint, Losses, best, list_checkpoints, run_totals
 from .errors import BadInput, KrError
 from .ledger import duration_text
 from .monitor import last_bar
+from .sdscripts import outputs
 from .sheet import SHEET_MIN, cell_size, change, compose_sheet, display_size, image_size, place, thumbnails
+from .spec import ABSENT, diff, flatten, show_value
 
 REPORT_DIR = runfolder.REPORT_DIR  # in a run folder, and likewise in a sweep folder
 PAGE = "index.html"
@@ -50,7 +52,7 @@ NOISE_KEYS = {"name", "saving.output_name"}  # differ between sweep members with
 @dataclass
 class Sample:
     path: Path
-    name: contract.SampleName
+    name: outputs.SampleName
     mtime: float
 
 
@@ -99,7 +101,7 @@ def scan_samples(run_dir: Path, output_name: str) -> dict[tuple[str, int], Sampl
         return found
     with os.scandir(folder) as entries:
         for entry in entries:
-            name = contract.parse_sample_name(output_name, entry.name) or contract.parse_sample_name(None, entry.name)
+            name = outputs.parse_sample_name(output_name, entry.name) or outputs.parse_sample_name(None, entry.name)
             if name is None or not entry.is_file():
                 continue
             key = (column_key(name.kind, name.number), name.index)
@@ -279,23 +281,6 @@ def plot_overlay(series: dict[str, list], out: Path, title: str = "") -> Path:
     return plot(curves, out, title)
 
 
-def show(value: Any) -> str:
-    if value is _ABSENT:
-        return "(not set)"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-_ABSENT = object()
-
-
-def flat_spec(spec) -> dict[str, Any]:
-    from .spec import flatten
-
-    return flatten(spec.model_dump(mode="json"))
 
 
 def preset_diff(home: Path, preset_name: str | None, spec) -> dict[str, Any]:
@@ -309,9 +294,7 @@ def preset_diff(home: Path, preset_name: str | None, spec) -> dict[str, Any]:
     except KrError as error:
         return {"preset": preset_name, "error": f"preset {preset_name} cannot be resolved now: {error.message}",
                 "rows": []}
-    ours, theirs = flat_spec(spec), flat_spec(resolved.spec)
-    rows = [{"key": key, "preset": show(theirs.get(key, _ABSENT)), "run": show(ours.get(key, _ABSENT))}
-            for key in sorted(set(ours) | set(theirs)) if ours.get(key, _ABSENT) != theirs.get(key, _ABSENT)]
+    rows = [{"key": c.path, "preset": show_value(c.before), "run": show_value(c.after)} for c in diff(resolved.spec, spec)]
     return {"preset": preset_name, "source": resolved.preset.label, "error": None, "rows": rows}
 
 
@@ -458,7 +441,7 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
         "checkpoints": [dict(c.to_json(), name=c.file.name, best=bool(data.best and c.file == data.best.file))
                         for c in data.checkpoints],
         "criterion": data.criterion, "diff": diff,
-        "config": [{"key": k, "value": show(v)} for k, v in sorted(flat_spec(data.spec).items())],
+        "config": [{"key": k, "value": show_value(v)} for k, v in sorted(flatten(data.spec).items())],
         "timings": timing_rows(timings),
     }
     _write_page(stage, context)
@@ -530,7 +513,7 @@ def _run_notes(data: RunData) -> list[str]:
 
 def varying_settings(specs: list) -> tuple[list[str], list[dict[str, Any]]]:
     """The keys whose values differ between the runs, and each run's flat spec."""
-    flats = [flat_spec(s) for s in specs]
+    flats = [flatten(s) for s in specs]
     keys = sorted({k for f in flats for k in f})
     varying = [k for k in keys if k not in NOISE_KEYS and len({json.dumps(f.get(k, None), sort_keys=True) for f in flats}) > 1]
     return varying, flats
@@ -629,7 +612,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
         final = _final_column(data)
         samples = [data.samples.get((final.key, per_run[i][key])) if final and key in per_run[i] else None
                    for key in order]
-        diffs = [f"{k} = {show(flats[i].get(k, _ABSENT))}" for k in varying]
+        diffs = [f"{k} = {show_value(flats[i].get(k, ABSENT))}" for k in varying]
         sub = diffs + [f"final: {final.label}" if final else "no samples after the base",
                        f"loss/average {data.row.loss:.4f}" if data.row.loss is not None else "loss –"]
         lines.append({"kind": "run", "title": f"{data.run_id} ({data.row.status})", "sub": sub, "samples": samples,
@@ -665,7 +648,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
     for data in runs:
         points = data.losses.series.get("loss/average") or []
         if points:
-            label = data.run_id + (": " + ", ".join(f"{k}={show(flat_spec(data.spec).get(k, _ABSENT))}"
+            label = data.run_id + (": " + ", ".join(f"{k}={show_value(flatten(data.spec).get(k, ABSENT))}"
                                                       for k in varying[:3]) if varying else "")
             series[label] = points
     has_loss = bool(series)
@@ -676,7 +659,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
     for i, data in enumerate(runs):
         summary_rows.append({
             "run_id": data.run_id, "status": data.row.status,
-            "settings": [{"key": k, "value": show(flats[i].get(k, _ABSENT))} for k in varying],
+            "settings": [{"key": k, "value": show_value(flats[i].get(k, ABSENT))} for k in varying],
             "loss": data.row.loss, "min_loss": data.row.min_loss,
             "best": f"{data.best.label} ({data.best.loss:.4f})" if data.best else "–",
             "time": _duration(data.row.duration), "it_per_s": f"{data.row.it_per_s:.2f}" if data.row.it_per_s else "–"})

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import archive, atomic, contract, render, runfolder, workspace
+from . import archive, atomic, render, runfolder, tokenizers, workspace
+from .sdscripts import environment, options, outputs
 from .errors import BadInput, Failed
 from .ledger import ACTIVE, Ledger, RunRow, duration_text, open_ledger
 from .monitor import Outcome, Progress, classify, read_progress
@@ -114,8 +115,8 @@ def environment_summary(launch) -> dict:
         "platform": platform.platform(),
         "backend": launch.backend,
         "cuda_visible_devices": launch.env.get("CUDA_VISIBLE_DEVICES"),
-        "offline_env": {k: v for k, v in launch.env.items() if k in contract.OFFLINE_ENV},
-        "sd_scripts_pinned": contract.pinned_commit(),
+        "offline_env": {k: v for k, v in launch.env.items() if k in environment.OFFLINE_ENV},
+        "sd_scripts_pinned": options.pinned_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -227,7 +228,7 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None
     run_dir = Path(row.run_dir)
     inputs = inputs or {}
     output_dir = runfolder.of(run_dir).output
-    final = output_dir / contract.final_lora_name(spec.output_name)
+    final = output_dir / outputs.final_lora_name(spec.output_name)
     outcome = classify(progress, returncode, final.is_file(), stop_requested=stop_requested, diverged=diverged, spec=spec)
     result = choose_result(outcome, final, output_dir, spec.output_name)
     manifest = archive.build(
@@ -390,7 +391,7 @@ def stop(home: Path, ref: str, timeouts: tuple[float, float] = STOP_TIMEOUTS, wa
 
 
 def newest_state(row: RunRow, spec: Spec) -> Path:
-    states = contract.state_dirs(runfolder.of(row.run_dir).output, spec.output_name)
+    states = outputs.state_dirs(runfolder.of(row.run_dir).output, spec.output_name)
     if not states:
         raise BadInput(f"run {row.run_id} saved no state folder, so it cannot be resumed. Fix: runs need "
                        "saving.state=true (state folders with every checkpoint) or saving.state_on_train_end=true; "
@@ -455,14 +456,12 @@ class RunDiff:
 def diff(home: Path, ref_a: str, ref_b: str) -> RunDiff:
     """The settings in which two runs differ (their resolved specs, key by flattened key) and their
     results. Raises BadInput for an unknown run."""
-    from .spec import flatten
+    from .spec import diff as spec_diff
 
     ledger = open_ledger(home)
     left, right = ledger.find(ref_a), ledger.find(ref_b)
-    flat_a = flatten(load_spec(Path(left.run_dir)).model_dump(mode="json"))
-    flat_b = flatten(load_spec(Path(right.run_dir)).model_dump(mode="json"))
-    changed = [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
-               if flat_a.get(k) != flat_b.get(k)]
+    changes = spec_diff(load_spec(Path(left.run_dir)), load_spec(Path(right.run_dir)))
+    changed = [(d["key"], d["before"], d["after"]) for d in (c.to_dict() for c in changes)]
     results = [("status", left.status, right.status), ("final avr_loss", left.loss, right.loss),
                ("time", duration_text(left.duration), duration_text(right.duration))]
     return RunDiff(left, right, changed, results)
@@ -502,6 +501,5 @@ def check_dataset(home: Path, spec: Spec, num_processes: int = 1):
     from . import dataset
 
     render.resolve_dataset_dir(spec)  # a missing folder is bad input, reported as such
-    tokenizers = Path(spec.model.tokenizer_cache_dir) if spec.model.tokenizer_cache_dir else workspace.tokenizers_dir(home)
     return dataset.check(dataset.settings_from_spec(spec), dataset.plan_from_spec(spec, num_processes),
-                         tokenizer_dir=tokenizers if tokenizers.is_dir() else None, workers=1)
+                         tokenizer_dir=tokenizers.existing_folder_for(home, spec), workers=1)

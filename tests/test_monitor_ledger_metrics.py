@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kohya_runner import contract, metrics
+from kohya_runner import metrics
+from kohya_runner.sdscripts import outputs
 from kohya_runner.ledger import Ledger
 from kohya_runner.monitor import LossGuard, Progress, SegmentSplitter, classify, oom_hint, parse_segment
 from kohya_runner.spec import build_spec
@@ -156,12 +157,12 @@ def test_truncated_live_event_file_is_read_up_to_the_last_whole_record(tmp_path)
 
 
 def test_output_names_and_checkpoint_order():
-    assert contract.epoch_lora_name("m", 3) == "m-000003.safetensors"
-    assert contract.step_lora_name("m", 500) == "m-step00000500.safetensors"
-    assert contract.checkpoint_order("m", "m-000003.safetensors") == (0, 3)
-    assert contract.checkpoint_order("m", "m-step00000500.safetensors") == (1, 500)
-    assert contract.checkpoint_order("m", "m.safetensors") is None
-    assert contract.checkpoint_order("m", "mx-000003.safetensors") is None
+    assert outputs.epoch_lora_name("m", 3) == "m-000003.safetensors"
+    assert outputs.step_lora_name("m", 500) == "m-step00000500.safetensors"
+    assert outputs.checkpoint_order("m", "m-000003.safetensors") == (0, 3)
+    assert outputs.checkpoint_order("m", "m-step00000500.safetensors") == (1, 500)
+    assert outputs.checkpoint_order("m", "m.safetensors") is None
+    assert outputs.checkpoint_order("m", "mx-000003.safetensors") is None
 
 
 def test_loss_guard_rule():

@@ -64,7 +64,7 @@ def test_a_whole_tiny_run_succeeds_without_any_network(home, tiny_bases, tiny_de
     assert manifest["outcome"]["status"] == "succeeded" and all(lora["ok"] for lora in manifest["loras"])
     # the ledger, export and the checks work the same way in there
     listing = offline(*kr, "runs", "ls", "--json", env=env)
-    assert json.loads(listing.stdout)[0]["run_id"] == row["run_id"]
+    assert json.loads(listing.stdout)["runs"][0]["run_id"] == row["run_id"]
     export = offline(*kr, "runs", "export", row["run_id"], "-o", str(tmp_path), env=env)
     assert export.returncode == 0 and (tmp_path / f"{row['run_id']}.tar.gz").is_file()
     assert not no_process_left(str(run_dir))

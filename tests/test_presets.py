@@ -122,7 +122,9 @@ def test_typo_in_user_file_is_an_error_with_the_file_named(home, tmp_path):
 
 
 def test_ls_json(kr):
-    rows = kr.json("presets", "ls")
+    data = kr.json("presets", "ls")
+    rows = data["presets"]
+    assert data["schema"] == "kr.presets/1"
     assert {r["name"] for r in rows} >= set(SHIPPED)
     assert all("description" in r for r in rows)
 

@@ -23,7 +23,7 @@ from browser import load_page, missing_reason
 from conftest import no_process_left, run_kr
 from synthetic_run import make_run
 
-from kohya_runner import contract
+from kohya_runner.sdscripts import outputs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def browser_check(html_path: Path, screenshot: Path, expected_images: int) -> No
 
 
 def test_sample_names_follow_the_contract():
-    parse = contract.parse_sample_name
+    parse = outputs.parse_sample_name
     name = parse("marker", "marker_e000004_03_20250101120000_1237.png")
     assert (name.kind, name.number, name.index, name.seed) == ("epoch", 4, 3, 1237)
     assert parse("marker", "marker_e000000_00_20250101120000_1234.png").number == 0  # sample_at_first
@@ -164,7 +164,7 @@ def test_run_report_grid_rows_columns_and_sheet(kr, home):
     assert result["columns"][2]["checkpoint"] == "tiny-demo.safetensors"  # the last epoch saves the final name
     assert result["columns"][1]["checkpoint"] == "tiny-demo-000002.safetensors"
     assert result["images"] == 17 and result["missing"] == 1
-    samples = {contract.parse_sample_name("tiny-demo", p.name): p
+    samples = {outputs.parse_sample_name("tiny-demo", p.name): p
                for p in (Path(row.run_dir) / "output" / "sample").iterdir()}
     by_key = {(f"e{n.number:06d}", n.index): p for n, p in samples.items()}
     sources = [[by_key.get((c["key"], r["index"])) for c in result["columns"]] for r in result["rows"]]
@@ -336,8 +336,8 @@ def _build_sweep(root: Path) -> dict:
     result = run_kr("sweep", "tiny-demo", "--dataset", images, "--base", "tiny", *grid, "--max-parallel", "2",
                     *SWEEP_SET, env=_env(root), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env=_env(root)).stdout)[0]["sweep_id"]
-    rows = json.loads(run_kr("runs", "ls", "--sweep", sweep_id, "--json", env=_env(root)).stdout)
+    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env=_env(root)).stdout)["sweeps"][0]["sweep_id"]
+    rows = json.loads(run_kr("runs", "ls", "--sweep", sweep_id, "--json", env=_env(root)).stdout)["runs"]
     assert [r["status"] for r in rows] == ["succeeded"] * 4, rows
     return {"sweep_id": sweep_id, "members": [r["run_id"] for r in sorted(rows, key=lambda r: r["id"])]}
 
@@ -400,7 +400,7 @@ def test_tiny_run_report_opens_offline_in_chromium(tiny_run, tmp_path):
     sample_dir = Path(row["run_dir"]) / "output" / "sample"
     by_key = {}
     for path in sample_dir.iterdir():
-        name = contract.parse_sample_name("tiny-demo", path.name)
+        name = outputs.parse_sample_name("tiny-demo", path.name)
         by_key[(f"e{name.number:06d}", name.index)] = path
     check_sheet(data, [[by_key[(c["key"], r["index"])] for c in data["columns"]] for r in data["rows"]])
     # same seed across columns: each sample's file name carries the seed of its row

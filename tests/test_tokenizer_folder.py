@@ -48,8 +48,6 @@ def test_dataset_stats_counts_with_the_specs_tokenizer_folder(kr, user_home, lon
     assert data["caption_tokens"]["method"] == "clip"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 drift bug: run.check_dataset (run.py, not H3's) does not expand `~` in "
-                   "model.tokenizer_cache_dir; fix: run.py uses tokenizers.folder_for(home, spec)")
 def test_the_pre_launch_dataset_check_expands_home(home, user_home, long_captions):
     from kohya_runner import preset
     from kohya_runner.run import check_dataset

@@ -25,19 +25,6 @@ def _spec_for(ctx, folder: str, preset_name: str, overrides):
     return preset.resolve(preset_name, home(ctx), list(overrides), {"dataset.dir": folder}).spec
 
 
-def _with_tokenizer_folder(ctx, spec):
-    """The spec with model.tokenizer_cache_dir settled by tokenizers.folder_for (`~` expanded).
-
-    Why: run.check_dataset reads the field as written; until it asks folder_for itself, the CLI hands
-    it the settled folder so `kr dataset check` counts tokens with the tokenizers a run would use.
-    """
-    from ..tokenizers import folder_for
-
-    spec = spec.model_copy(deep=True)
-    spec.model.tokenizer_cache_dir = str(folder_for(home(ctx), spec))
-    return spec
-
-
 @dataset.command("check", epilog="Example:\n\n  kr dataset check ./marker-images --preset marker")
 @click.argument("folder", type=click.Path())
 @click.argument("overrides", nargs=-1)
@@ -48,7 +35,7 @@ def check(ctx, folder, overrides, preset_name, as_json):
     """Errors and warnings (each with the file and the fix), buckets and step arithmetic. Exit 1 on errors."""
     from ..run import check_dataset
 
-    spec = _with_tokenizer_folder(ctx, _spec_for(ctx, folder, preset_name, overrides))
+    spec = _spec_for(ctx, folder, preset_name, overrides)
     report = check_dataset(home(ctx), spec)
     if as_json:
         print_json(report.to_dict())

@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..ledger import duration_text as duration  # noqa: F401 (the one duration format, shared with reports)
+
 MISSING = "–"  # what every table shows for "no value"
 GAP = "  "
 
@@ -22,14 +24,6 @@ def text_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = Non
         return ""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(GAP.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
-
-
-def duration(seconds: float | None) -> str:
-    """H:MM:SS (hours unbounded), rounded to the second; "–" for no value. Raises nothing."""
-    if seconds is None:
-        return MISSING
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def value(data: Any) -> str:

@@ -30,7 +30,8 @@ def ls(ctx: click.Context, as_json: bool) -> None:
 
     found = preset.available(home(ctx))
     if as_json:
-        print_json([{"name": p.name, "origin": p.origin, "path": str(p.path), **p.header} for p in found])
+        print_json({"presets": [{"name": p.name, "origin": p.origin, "path": str(p.path), **p.header} for p in found]},
+                   schema="presets")
         return
     rows = [(p.name, p.origin, str(p.header.get("extends", "")), str(p.header.get("vram", "")),
              str(p.header.get("dataset_size", "")), str(p.header.get("description", ""))) for p in found]
@@ -74,9 +75,10 @@ def cp(ctx: click.Context, name: str, dest: str, force: bool) -> None:
 @click.argument("name")
 @click.argument("overrides", nargs=-1)
 @click.option("--changed", is_flag=True, help="Only values that differ from kr's built-in defaults.")
+@click.option("--brief", is_flag=True, help="Without the one-line description under each key.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: bool, as_json: bool) -> None:
+def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: bool, brief: bool, as_json: bool) -> None:
     """Show every resolved value and the layer that set it (default, preset, override)."""
     from .. import preset
 
@@ -85,12 +87,18 @@ def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: 
     if as_json:
         print_json({"preset": resolved.preset.name, "chain": [p.label for p in resolved.chain],
                     "spec_hash": resolved.spec.hash(),
-                    "values": [{"key": r.key, "value": r.value, "source": r.source} for r in rows]},
+                    "values": [{"key": r.key, "value": r.value, "source": r.source, "description": r.description}
+                               for r in rows]},
                    schema="preset-explain")
         return
     click.echo(f"preset {resolved.preset.name}: " + " → ".join(p.label for p in resolved.chain))
     # the value column last: a long value (sample prompts) then never pads the columns after it
-    click.echo(text_table([(r.key, r.source, value(r.value)) for r in rows], ("KEY", "SET BY", "VALUE")))
+    lines = text_table([(r.key, r.source, value(r.value)) for r in rows], ("KEY", "SET BY", "VALUE")).split("\n")
+    click.echo(lines[0])
+    for line, row in zip(lines[1:], rows):
+        click.echo(line)
+        if row.description and not brief:
+            click.echo(f"    {row.description}")
 
 
 @presets.command("validate", epilog="Example:\n\n  kr presets validate ./my-marker.toml")

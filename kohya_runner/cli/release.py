@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, print_json
+from .common import home, open_ledger, print_json
 
 EPILOG = """\b
 Examples:
@@ -34,16 +34,15 @@ def release(ctx, ref, epoch, step, best_loss, out, policy, name, force, as_json)
 
     from ..checkpoints import release as do_release
     from ..errors import BadInput
-    from ..run import reconcile
 
     if sum([epoch is not None, step is not None, best_loss]) > 1:
         raise BadInput("give only one of --epoch, --step and --best. Fix: drop the others")
     root = home(ctx)
-    reconcile(root)
+    open_ledger(root)
     result = do_release(root, ref, Path(out).expanduser(), epoch=epoch, step=step, best_loss=best_loss, policy=policy,
                         name=name, force=force)
     if as_json:
-        print_json(result)
+        print_json(result, schema="release")
         return
     chosen = result["checkpoint"]
     loss = f", {result['criterion']} {chosen['loss']:.4f}" if chosen.get("loss") is not None else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, print_json
+from .common import home, open_ledger, print_json
 
 REPORT_EPILOG = """\b
 Examples:
@@ -23,7 +23,7 @@ Examples:
 
 def _done(result: dict, as_json: bool) -> None:
     if as_json:
-        print_json(result)
+        print_json(result, schema="report")
         return
     click.echo(f"wrote {result['html']}")
     if result.get("sheet"):
@@ -44,10 +44,8 @@ def report(ctx, ref, out, as_json):
     from pathlib import Path
 
     from .. import report as report_mod
-    from ..run import reconcile
-
     root = home(ctx)
-    reconcile(root)
+    open_ledger(root)
     _done(report_mod.report(root, ref, Path(out).expanduser() if out else None), as_json)
 
 
@@ -61,8 +59,6 @@ def compare(ctx, refs, out, as_json):
     from pathlib import Path
 
     from .. import report as report_mod
-    from ..run import reconcile
-
     root = home(ctx)
-    reconcile(root)
+    open_ledger(root)
     _done(report_mod.compare_report(root, list(refs), Path(out).expanduser() if out else None), as_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, print_json
+from .common import home, open_ledger, print_json
 
 EPILOG = """\b
 Examples:
@@ -62,7 +62,7 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
 
-    run_mod.reconcile(root)
+    open_ledger(root)
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     row = run_mod.prepare(root, spec, options)
     if detach:
@@ -70,13 +70,13 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
 
         spawn_detached_supervisor(root, row.run_id)
         if as_json:
-            print_json({"run_id": row.run_id, "run_dir": row.run_dir, "detached": True})
+            print_json({"run_id": row.run_id, "run_dir": row.run_dir, "detached": True}, schema="run-started")
         else:
             click.echo(f"started {row.run_id} in the background ({row.run_dir})\nfollow it: kr runs tail {row.run_id}")
         return
     final = follow_foreground(root, row.run_id, quiet=as_json)
     if as_json:
-        print_json(final.to_json())
+        print_json(final.to_json(), schema="run-row")
     else:
         summary(final)
     if final.status != "succeeded":

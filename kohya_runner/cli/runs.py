@@ -7,7 +7,8 @@ import time
 import click
 
 from ..ledger import duration_text
-from .common import home, print_json
+from .common import home, open_ledger, print_json
+from .display import MISSING, text_table, value
 
 EPILOG = """\b
 Examples:
@@ -26,15 +27,8 @@ def runs() -> None:
 
 
 def _ledger(ctx):
-    from ..ledger import ACTIVE, open_ledger
-
     root = home(ctx)
-    ledger = open_ledger(root)
-    if ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
-        from ..run import reconcile
-
-        reconcile(root)  # settle runs whose kr died before anything else reads the ledger
-    return root, ledger
+    return root, open_ledger(root)
 
 
 def _steps(row) -> str:
@@ -56,15 +50,12 @@ def ls(ctx, statuses, sweep_id, limit, as_json):
     _, ledger = _ledger(ctx)
     rows = ledger.runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit)
     if as_json:
-        print_json([r.to_json() for r in rows])
+        print_json({"runs": [r.to_json() for r in rows]}, schema="runs")
         return
     header = ("RUN", "STATUS", "PRESET", "STEPS", "LOSS", "TIME", "STARTED")
-    table = [header] + [(r.run_id, r.status, r.preset or "–", _steps(r), "–" if r.loss is None else f"{r.loss:.4f}",
-                         duration_text(r.duration), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
-                        for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    # Plain aligned text: fast for thousands of rows, and greppable.
-    click.echo("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table))
+    click.echo(text_table([(r.run_id, r.status, r.preset or MISSING, _steps(r), MISSING if r.loss is None else f"{r.loss:.4f}",
+                            duration_text(r.duration), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
+                           for r in rows], header))
 
 
 @runs.command("show", epilog="Example:\n\n  kr runs show marker-0003 --json")
@@ -81,7 +72,7 @@ def show(ctx, ref, as_json):
     row = ledger.find(ref)
     manifest = archive.read_manifest(Path(row.run_dir))
     if as_json:
-        print_json({"run": row.to_json(), "manifest": manifest})
+        print_json({"run": row.to_json(), "manifest": manifest}, schema="run")
         return
     fields = [("run", row.run_id), ("status", row.status), ("reason", row.reason), ("detail", row.hint),
               ("preset", row.preset), ("backend", row.backend), ("sweep", row.sweep_id), ("spec", row.spec_hash),
@@ -140,7 +131,7 @@ def stop(ctx, ref, timeout, as_json):
         click.echo(f"{row.run_id} is not running ({row.status})")
         return
     final = run_mod.stop(root, row.run_id, timeouts=(timeout, timeout))
-    print_json(final.to_json()) if as_json else summary(final)
+    print_json(final.to_json(), schema="run-row") if as_json else summary(final)
 
 
 @runs.command("rm", epilog="Example:\n\n  kr runs rm marker-0003 --yes")
@@ -172,21 +163,16 @@ def diff(ctx, a, b, as_json):
     root, _ = _ledger(ctx)
     result = run_mod.diff(root, a, b)
     if as_json:
-        print_json(result.to_json())
+        print_json(result.to_json(), schema="runs-diff")
         return
-    rows = [("", result.a.run_id, result.b.run_id)] + [(k, _cell(x), _cell(y))
-                                                       for k, x, y in result.settings + result.results]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(text_table([(k, _cell(x), _cell(y)) for k, x, y in result.settings + result.results],
+                          ("", result.a.run_id, result.b.run_id)))
     if not result.settings:
         click.echo("(same settings)")
 
 
-def _cell(value) -> str:
-    import json
-
-    return "–" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+def _cell(data) -> str:
+    return MISSING if data is None else value(data)
 
 
 @runs.command("export", epilog="""\b
@@ -214,7 +200,7 @@ def export(ctx, ref, out, policy, as_json):
     policy = policy or archive.run_policy(Path(row.run_dir))
     path = archive.export(Path(row.run_dir), Path(out).expanduser(), row.run_id, policy=policy)
     if as_json:
-        print_json({"run_id": row.run_id, "file": str(path), "metadata_policy": policy})
+        print_json({"run_id": row.run_id, "file": str(path), "metadata_policy": policy}, schema="runs-export")
         return
     click.echo(f"wrote {path} (LoRA metadata: {policy})")
     if policy != "keep":
@@ -251,16 +237,13 @@ def best(ctx, ref, epoch, as_json):
     root, _ = _ledger(ctx)
     choice = choose(root, ref, epoch=epoch, best_loss=epoch is None)
     if as_json:
-        print_json(choice.to_json())
+        print_json(choice.to_json(), schema="runs-best")
         return
     count = len(choice.checkpoints)
     click.echo(f"{choice.run_id}: {count} checkpoint{'s' if count != 1 else ''}, loss = {choice.criterion} at saving")
-    rows = [("CHECKPOINT", "STEP", "LOSS", "FILE")] + [
-        (c.label, "–" if c.step is None else str(c.step), "–" if c.loss is None else f"{c.loss:.4f}", c.file.name)
-        for c in choice.checkpoints]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row, c in zip(rows, [None] + choice.checkpoints):
-        mark = ("  ← best" if choice.how == "best" else "  ← chosen") if c is not None and c.file == choice.checkpoint.file else ""
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + mark)
+    mark = "← best" if choice.how == "best" else "← chosen"
+    click.echo(text_table([(c.label, MISSING if c.step is None else str(c.step), MISSING if c.loss is None else f"{c.loss:.4f}",
+                            c.file.name, mark if c.file == choice.checkpoint.file else "") for c in choice.checkpoints],
+                          ("CHECKPOINT", "STEP", "LOSS", "FILE", "")))
     flag = "--best" if choice.how == "best" else f"--epoch {epoch}"
     click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")

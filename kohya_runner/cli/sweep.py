@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import home, print_json
+from .common import home, open_ledger, print_json
+from .display import MISSING, duration, number, text_table
 
 EPILOG = """\b
 Examples:
@@ -128,13 +129,13 @@ def _dry_run(plan, as_json: bool) -> None:
 
     data = sweep_mod.dry_run_json(plan)
     if as_json:
-        print_json(data)
+        print_json(data, schema="sweep-plan")
         return
     click.echo(f"sweep {plan.name} (preset {plan.preset}): {len(plan.members)} member(s), {len(plan.valid)} valid, "
                f"{data['total_steps']} steps in total")
     if plan.fixed:
         click.echo(f"every member: {' '.join(plan.fixed)}")
-    rows = [("MEMBER", "STEPS", "CHANGES FROM THE PRESET")]
+    rows = []
     for m, item in zip(plan.members, data["members"]):
         if not m.valid:
             text = f"{m.describe()}  INVALID: {m.problem}"
@@ -143,10 +144,8 @@ def _dry_run(plan, as_json: bool) -> None:
                             if k not in ("dataset.dir", "model.base")) or "(none: the preset as it is)"
         else:  # the preset alone is not valid, so there is nothing to compare with: what the member sets
             text = m.describe()
-        rows.append((m.label, str(m.steps) if m.steps is not None else "–", text))
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:2], widths)) + "  " + row[2])
+        rows.append((m.label, str(m.steps) if m.steps is not None else MISSING, text))
+    click.echo(text_table(rows, ("MEMBER", "STEPS", "CHANGES FROM THE PRESET")))
 
 
 def _finish(root, record, as_json: bool) -> None:
@@ -154,10 +153,10 @@ def _finish(root, record, as_json: bool) -> None:
 
     summary = sweep_mod.write_results(root, record)
     if as_json:
-        print_json(summary)
+        print_json(summary, schema="sweep")
     else:
         click.echo("")
-        click.echo(sweep_mod.text_table(summary["members"]))
+        click.echo(_members_table(summary["members"]))
         click.echo("")
         for label, path in summary["files"].items():
             click.echo(f"{label}: {path}")
@@ -193,22 +192,20 @@ def ls(ctx, as_json):
     import time
 
     from .. import sweep as sweep_mod
-    from ..run import reconcile
 
     root = home(ctx)
-    reconcile(root)
+    open_ledger(root)
     rows = sweep_mod.listing(root)
     if as_json:
-        print_json(rows)
+        print_json({"sweeps": rows}, schema="sweeps")
         return
-    table = [("SWEEP", "STATUS", "PRESET", "DONE", "BEST (final loss)", "CREATED")]
+    table = []
     for r in rows:
-        best = f"{r['best']['member']} {r['best']['final_loss']:.4g} ({r['best']['params']})" if r["best"] else "–"
+        best = f"{r['best']['member']} {r['best']['final_loss']:.4g} ({r['best']['params']})" if r["best"] else MISSING
         done = f"{r['done']}/{r['members']}" if r["done"] is not None else str(r["members"])
-        table.append((r["sweep_id"], r["status"], r["preset"] or "–", done, best,
+        table.append((r["sweep_id"], r["status"], r["preset"] or MISSING, done, best,
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table))
+    click.echo(text_table(table, ("SWEEP", "STATUS", "PRESET", "DONE", "BEST (final loss)", "CREATED")))
 
 
 @sweep.command("show", epilog="Example:\n\n  kr sweep show sweep-marker-0001 --json")
@@ -218,19 +215,18 @@ def ls(ctx, as_json):
 def show(ctx, ref, as_json):
     """A sweep's members: what each changes, status, final/min average loss, time, it/s, run."""
     from .. import sweep as sweep_mod
-    from ..run import reconcile
 
     root = home(ctx)
-    reconcile(root)
+    open_ledger(root)
     record = sweep_mod.Record.load(root, ref)
     summary = sweep_mod.summary_json(root, record)
     if as_json:
-        print_json(summary)
+        print_json(summary, schema="sweep")
         return
     click.echo(f"{summary['sweep_id']}: {summary['status']}  (preset {summary['preset']}; folder {summary['sweep_dir']})")
     if summary["fixed"]:
         click.echo(f"every member: {' '.join(summary['fixed'])}")
-    click.echo(sweep_mod.text_table(summary["members"]))
+    click.echo(_members_table(summary["members"]))
     for label, path in summary["files"].items():
         click.echo(f"{label}: {path}")
 
@@ -249,3 +245,9 @@ def stop(ctx, ref):
     for final in result.stopped:
         click.echo(f"{final.run_id}: {final.status}")
     click.echo(f"{result.sweep_id} is not running")
+
+
+def _members_table(rows: list[dict]) -> str:
+    return text_table([(r["member"], r["params"], r["status"], number(r["final_loss"]), number(r["min_loss"]),
+                        duration(r["seconds"]), number(r["it_per_s"], 3), r["run_id"] or MISSING) for r in rows],
+                      ("MEMBER", "PARAMS", "STATUS", "FINAL LOSS", "MIN LOSS", "TIME", "IT/S", "RUN"))

@@ -39,7 +39,6 @@ from ._stats import DatasetStats, stats
 from ._tokens import TokenCounter, estimate_clip_tokens
 from .checks.duplicates import near_duplicate_pairs
 
-_image_header = image_header  # sweep.py's old name; drop once sweep imports image_header
 
 __all__ = [
     "BASE_IMAGE_EXTENSIONS", "CAPTION_BACKUP_DIR", "ERROR", "FINDING_CODES", "PLUGIN_IMAGE_EXTENSIONS", "WARNING",

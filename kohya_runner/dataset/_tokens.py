@@ -6,9 +6,10 @@ import math
 import re
 from pathlib import Path
 
+from ..tokenizers import CLIP_L
 from ._probe import short_message
 
-TOKENIZER_FOLDER = "openai_clip-vit-large-patch14"  # inside sd-scripts' --tokenizer_cache_dir
+TOKENIZER_FOLDER = CLIP_L.folder  # inside sd-scripts' --tokenizer_cache_dir
 
 
 def estimate_clip_tokens(text: str) -> int:

@@ -13,6 +13,7 @@ and nothing else. Moving the pin forward means editing this package (and vendor/
     architectures   SD 1.5 / SDXL model configs and the layers LoRA adapts
     cache_files     latent / text-encoder cache file names and arrays
     outputs         checkpoint, sample, state and TensorBoard names
+    metadata        the ss_* header keys it keeps with --no_metadata
     prompts         the sample prompts file
     logs            console lines and failure signatures
     environment     the offline environment of every trainer process

@@ -86,6 +86,13 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
                     "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay", "piecewise_constant", "adafactor")
 
 
+# networks/lora.py's create_network reads these network_args keys and silently ignores any other.
+NETWORK_LORA_ARGS = ("conv_dim", "conv_alpha", "rank_dropout", "module_dropout", "block_dims", "block_alphas",
+                     "conv_block_dims", "conv_block_alphas", "down_lr_weight", "mid_lr_weight", "up_lr_weight",
+                     "block_lr_zero_threshold", "loraplus_lr_ratio", "loraplus_unet_lr_ratio",
+                     "loraplus_text_encoder_lr_ratio")
+
+
 # ----------------------------------------------------------------------------------------------
 # Options kr refuses (§7.8) or manages itself.
 

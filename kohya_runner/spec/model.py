@@ -1,6 +1,6 @@
 """The run spec's pydantic model: every knob of a LoRA style run, each field described.
 
-Field names are kr's own (grouped, readable); kohya_runner.contract maps them to sd-scripts options,
+Field names are kr's own (grouped, readable); kohya_runner.sdscripts.training_args maps them to sd-scripts options,
 whose names each description gives in parentheses. Types and ranges are checked here; rules that span
 fields live in rules.py. Descriptions feed `kr presets explain` and the docs: one line, for an artist.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 
+from ..sdscripts import cache_files
 from .choices import ADAPTIVE_OPTIMIZERS, NETWORK_LORA_ARGS, SCHEDULE_FREE_OPTIMIZERS
 from .errors import Problem
 from .model import Spec
@@ -47,7 +48,7 @@ def _precision_rules(spec: Spec) -> list[Problem]:
 
 def _cache_rules(spec: Spec) -> list[Problem]:
     p, d, out = spec.precision, spec.dataset, []
-    te_cache = p.cache_text_encoder_outputs or p.cache_text_encoder_outputs_to_disk
+    te_cache = cache_files.te_cached(spec)
     if te_cache and spec.model.family != "sdxl":
         out.append(Problem("precision.cache_text_encoder_outputs", True, "is an SDXL-only option",
                            "set precision.cache_text_encoder_outputs=false for SD1.5"))
@@ -61,7 +62,7 @@ def _cache_rules(spec: Spec) -> list[Problem]:
                 out.append(Problem(f"dataset.{field}", getattr(d, field),
                                    "changes captions every step, so cached text-encoder outputs would be wrong",
                                    "turn it off or set precision.cache_text_encoder_outputs=false"))
-    latent_cache = p.cache_latents or p.cache_latents_to_disk
+    latent_cache = cache_files.latents_cached(spec)
     for field in ("color_aug", "random_crop"):
         if latent_cache and getattr(d, field):
             out.append(Problem(f"dataset.{field}", True, "cannot be used with cached latents",

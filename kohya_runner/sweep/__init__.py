@@ -22,7 +22,7 @@ from .lifecycle import DONE, StopResult, prepare_members, resume, start, stop
 from .plan import Member, Plan, changes, dry_run_json, plan, refuse_invalid
 from .record import SWEEP_FILE, Options, Record, sweeps_dir
 from .results import (OVERLAY_PNG, RESULTS_CSV, RESULTS_MD, ResultRow, csv_text, listing, markdown, member_losses,
-                      overlay, result_rows, summary_json, table, text_table, write_results)
+                      overlay, result_rows, summary_json, table, write_results)
 from .scheduler import POLL, Active, Gate, Scheduler, detect_gpus, execute, finished_text, queue_order, slot_label, slots_for
 from ..ledger import duration_text  # the one duration format (was sweep.duration_text)
 
@@ -33,7 +33,7 @@ __all__ = [
     "Member", "Plan", "changes", "dry_run_json", "plan", "refuse_invalid",
     "SWEEP_FILE", "Options", "Record", "sweeps_dir",
     "OVERLAY_PNG", "RESULTS_CSV", "RESULTS_MD", "ResultRow", "csv_text", "listing", "markdown", "member_losses",
-    "overlay", "result_rows", "summary_json", "table", "text_table", "write_results",
+    "overlay", "result_rows", "summary_json", "table", "write_results",
     "POLL", "Active", "Gate", "Scheduler", "detect_gpus", "execute", "finished_text", "queue_order", "slot_label",
     "slots_for", "duration_text",
 ]

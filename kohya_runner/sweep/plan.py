@@ -4,11 +4,12 @@ with its total steps; invalid members carry their problem instead of a spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..sdscripts.buckets import bucket_table_for
 from .grid import Assignment, Definition, axis_label, expand, override_text, show_value
 
 @dataclass
@@ -169,16 +170,14 @@ def _count_steps(result: Plan) -> None:
         settings = ds.settings_from_spec(spec)
         if spec.dataset.dir not in sizes_by_dir:
             found = ds.scan(settings)
-            sizes_by_dir[spec.dataset.dir] = [s for s in (ds._image_header(img.path)[1] for img in found.images) if s]
+            sizes_by_dir[spec.dataset.dir] = [s for s in (ds.image_header(img.path)[1] for img in found.images) if s]
         d = spec.dataset
         key = (spec.dataset.dir, tuple(d.resolution), d.enable_bucket, d.min_bucket_reso, d.max_bucket_reso,
                d.bucket_reso_steps, d.bucket_no_upscale, d.repeats)
         if key not in tables:
             try:
-                tables[key] = ds.bucket_table(sizes_by_dir[spec.dataset.dir], resolution=tuple(d.resolution),
-                                              enable_bucket=d.enable_bucket, min_bucket_reso=d.min_bucket_reso,
-                                              max_bucket_reso=d.max_bucket_reso, bucket_reso_steps=d.bucket_reso_steps,
-                                              bucket_no_upscale=d.bucket_no_upscale, num_repeats=d.repeats, batch_size=1)
+                # batch 1 here: bucket sizes only; each member's batch size enters the step arithmetic below
+                tables[key] = bucket_table_for(sizes_by_dir[spec.dataset.dir], replace(settings, batch_size=1))
             except BadInput:
                 tables[key] = None
         table = tables[key]
@@ -210,24 +209,10 @@ def dry_run_json(result: Plan) -> dict[str, Any]:
 
 
 def changes(base_spec, spec) -> dict[str, list] | None:
-    """{key: [preset value, member value]} for every spec key the member changes (a dict-valued key such as
-    optimizer.args as a whole; sd_scripts option by option)."""
+    """{key: [preset value, member value]} for every setting the member changes (spec.diff: dotted keys,
+    optimizer.args.weight_decay one by one; a side without the key is None)."""
     if base_spec is None or spec is None:
         return None
-    from ..spec import leaf_paths
+    from ..spec import diff
 
-    def values(data: dict) -> dict[str, Any]:
-        out = {}
-        for path in leaf_paths():
-            value: Any = data
-            for part in path:
-                value = value[part]
-            if path == ("sd_scripts",):
-                out.update({f"sd_scripts.{k}": v for k, v in value.items()})
-            else:
-                out[".".join(path)] = value
-        return out
-
-    a, b = values(base_spec.model_dump(mode="json")), values(spec.model_dump(mode="json"))
-    return {k: [a.get(k), b.get(k)] for k in b if a.get(k) != b.get(k)} | \
-        {k: [a[k], None] for k in a if k not in b}
+    return {d["key"]: [d["before"], d["after"]] for d in (c.to_dict() for c in diff(base_spec, spec))}

@@ -83,14 +83,6 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}g}"
 
 
-def text_table(rows: list[dict[str, Any]]) -> str:
-    header = ("MEMBER", "PARAMS", "STATUS", "FINAL LOSS", "MIN LOSS", "TIME", "IT/S", "RUN")
-    lines = [header] + [(r["member"], r["params"], r["status"], _num(r["final_loss"]), _num(r["min_loss"]),
-                         duration_text(r["seconds"]), _num(r["it_per_s"], 3), r["run_id"] or "–") for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
 def csv_text(rows: list[dict[str, Any]], varying: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

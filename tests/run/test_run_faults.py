@@ -35,7 +35,7 @@ def launch(tmp_path, style_images, base_file, fault_checkout, home):
 
 def last_run() -> dict | None:
     listing = run_kr("runs", "ls", "--json")
-    rows = json.loads(listing.stdout) if listing.returncode == 0 else []
+    rows = json.loads(listing.stdout)["runs"] if listing.returncode == 0 else []
     if not rows:
         return None
     shown = run_kr("runs", "show", rows[0]["run_id"], "--json")
@@ -170,7 +170,7 @@ def test_ctrl_c_stops_and_the_newest_checkpoint_is_the_result(tmp_path, style_im
 def _wait_for_latest(predicate, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = json.loads(run_kr("runs", "ls", "--json").stdout or "[]")
+        rows = json.loads(run_kr("runs", "ls", "--json").stdout or '{"runs": []}')["runs"]
         if rows and predicate(rows[0]):
             return rows[0]
         time.sleep(0.3)
@@ -223,7 +223,7 @@ def test_missing_sd_scripts_is_a_clear_error(style_images, base_file, home, monk
     result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file)
     assert result.returncode == 2 and "sd-scripts is not installed" in result.stderr and "kr vendor install" in result.stderr
     assert "Traceback" not in result.stderr
-    assert json.loads(run_kr("runs", "ls", "--json").stdout) == []  # nothing was created
+    assert json.loads(run_kr("runs", "ls", "--json").stdout)["runs"] == []  # nothing was created
 
 
 def test_privacy_options_are_refused_before_launch(style_images, base_file, fault_checkout, home):
@@ -231,4 +231,4 @@ def test_privacy_options_are_refused_before_launch(style_images, base_file, faul
         result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, override)
         assert result.returncode == 2 and "refused" in result.stderr, result.stderr
     assert run_kr("run", "marker", "--dataset", style_images, "--base", "stabilityai/sdxl").returncode == 2
-    assert json.loads(run_kr("runs", "ls", "--json").stdout) == []
+    assert json.loads(run_kr("runs", "ls", "--json").stdout)["runs"] == []

@@ -49,7 +49,7 @@ def finished(tmp_path_factory, shared):
     env = {"KR_HOME": str(home)}
     result = run_kr("run", "tiny-demo", "--dataset", shared["images"], "--base", "tiny", *SMALL, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    row = json.loads(run_kr("runs", "ls", "--json", env=env).stdout)[0]
+    row = json.loads(run_kr("runs", "ls", "--json", env=env).stdout)["runs"][0]
     return {"home": home, "env": env, "row": row, "stdout": result.stdout,
             "data": json.loads(run_kr("runs", "show", row["run_id"], "--json", env=env).stdout)}
 
@@ -161,3 +161,19 @@ def test_detach_tail_stop_and_resume_keep_steps_cumulative(shared, home):
     # tail re-attaches to a finished run and reports it
     tail = run_kr("runs", "tail", second["run_id"])
     assert tail.returncode == 0 and "succeeded" in tail.stdout
+
+
+def test_every_run_json_output_names_its_schema(finished, tmp_path):
+    env, run_id = finished["env"], finished["row"]["run_id"]
+    commands = {
+        "runs": ("runs", "ls"), "run": ("runs", "show", run_id), "runs-diff": ("runs", "diff", run_id, run_id),
+        "runs-best": ("runs", "best", run_id), "runs-export": ("runs", "export", run_id, "-o", tmp_path),
+        "report": ("report", run_id, "-o", tmp_path / "report"),
+        "release": ("release", run_id, "-o", tmp_path / "released"),
+        "sweeps": ("sweep", "ls"),
+    }
+    for schema, args in commands.items():
+        result = run_kr(*args, "--json", env=env)
+        assert result.returncode == 0, (args, result.stderr)
+        data = json.loads(result.stdout)
+        assert next(iter(data)) == "schema" and data["schema"] == f"kr.{schema}/1", (args, data.get("schema"))

@@ -55,8 +55,8 @@ def test_runs_rm_and_diff_cli_print_what_the_library_returns(kr, home):
     b = make_run(home, subjects=1, epochs=2, size=64, overrides=("network.dim=4",))
     shown = kr("runs", "diff", a.run_id, b.run_id)
     assert shown.exit_code == 0 and "network.dim" in shown.stdout and a.run_id in shown.stdout.splitlines()[0]
-    assert kr.json("runs", "diff", a.run_id, b.run_id) == run.diff(home, a.run_id, b.run_id).to_json()
+    assert kr.json("runs", "diff", a.run_id, b.run_id) == {"schema": "kr.runs-diff/1", **run.diff(home, a.run_id, b.run_id).to_json()}
     assert "(same settings)" in kr("runs", "diff", a.run_id, a.run_id).stdout
     deleted = kr("runs", "rm", a.run_id, "--yes")
     assert deleted.exit_code == 0 and deleted.stdout.strip() == f"deleted {a.run_id}"
-    assert [r["run_id"] for r in kr.json("runs", "ls")] == [b.run_id]
+    assert [r["run_id"] for r in kr.json("runs", "ls")["runs"]] == [b.run_id]

@@ -9,7 +9,7 @@ from typing import get_args
 
 import pytest
 
-from kohya_runner import contract
+from kohya_runner.sdscripts import dataset_config, options, training_args
 from kohya_runner.spec import SamplingSpec, SpecError, build_spec, describe, leaf_paths
 from kohya_runner.spec.choices import LOSS_TYPES, MIXED_PRECISIONS, SAMPLERS, SAVE_PRECISIONS, TOKEN_LENGTHS
 
@@ -20,16 +20,16 @@ def test_every_leaf_has_a_one_line_description(path):
     assert text.strip() and "\n" not in text and len(text) <= 200, (path, text)
 
 
-def _paths() -> contract.RenderPaths:
+def _paths() -> training_args.RenderPaths:
     p = Path("/tmp/run")
-    return contract.RenderPaths(p / "config.toml", p / "dataset.toml", p / "prompts.txt", p / "output", p / "logs",
+    return training_args.RenderPaths(p / "config.toml", p / "dataset.toml", p / "prompts.txt", p / "output", p / "logs",
                                 p / "tok", p / "images", "base.safetensors", "run", vae="vae.safetensors",
                                 network_weights="w.safetensors", run_id="r-1", resume="state")
 
 
 def test_descriptions_name_the_option_each_field_maps_to():
     spec = build_spec({"sampling": {"prompts": ["a cat"]}})
-    owned = contract.training_args(spec, _paths()).owned  # sd-scripts option → the spec field that sets it
+    owned = training_args.training_args(spec, _paths()).owned  # sd-scripts option → the spec field that sets it
     checked = 0
     for option, source in owned.items():
         if source.count(".") != 1 or option in ("sdpa", "xformers", "mem_eff_attn", "sample_prompts", "no_metadata",
@@ -47,8 +47,8 @@ def test_dataset_descriptions_name_dataset_toml_keys():
 
 
 def test_named_options_exist_at_the_pin():
-    known = set(contract.manifest("sdxl_train_network")) | set(contract.DATASET_SCHEMA["subsets"]) \
-        | set(contract.DATASET_SCHEMA["datasets"])
+    known = set(options.manifest("sdxl_train_network")) | set(dataset_config.DATASET_SCHEMA["subsets"]) \
+        | set(dataset_config.DATASET_SCHEMA["datasets"])
     for path in leaf_paths():
         for name in re.findall(r"\(([a-z_]+)\)", describe(path)):
             assert name in known, (path, name)
@@ -59,8 +59,8 @@ def test_named_options_exist_at_the_pin():
     (SAVE_PRECISIONS, "save_precision"), (TOKEN_LENGTHS, "max_token_length"),
 ])
 def test_choices_come_from_the_manifest(choices, option):
-    for script in contract.SCRIPTS.values():
-        assert choices == tuple(c for c in contract.manifest(script)[option].choices if c is not None)
+    for script in options.SCRIPTS.values():
+        assert choices == tuple(c for c in options.manifest(script)[option].choices if c is not None)
 
 
 def test_spec_fields_accept_exactly_the_manifest_choices():

@@ -36,7 +36,7 @@ def _ledger_rows(home: Path) -> list:
 
 
 def _runs(env, sweep_id):
-    return json.loads(run_kr("runs", "ls", "--sweep", sweep_id, "--json", env=env).stdout)
+    return json.loads(run_kr("runs", "ls", "--sweep", sweep_id, "--json", env=env).stdout)["runs"]
 
 
 def test_tiny_2x2_sweep_end_to_end(tiny_home):
@@ -87,7 +87,7 @@ def test_tiny_2x2_sweep_end_to_end(tiny_home):
     assert (sweep_dir / "loss_overlay.png").stat().st_size > 5000
     json.loads((sweep_dir / "sweep.json").read_text())
     # kr sweep ls / show
-    listing = json.loads(run_kr("sweep", "ls", "--json", env=env).stdout)
+    listing = json.loads(run_kr("sweep", "ls", "--json", env=env).stdout)["sweeps"]
     assert listing[0]["sweep_id"] == sweep_id and listing[0]["done"] == 4 and listing[0]["best"]["member"] in ("m01", "m03")
     shown = run_kr("sweep", "show", sweep_id, env=env)
     assert shown.returncode == 0 and "m04" in shown.stdout and "diverged" in shown.stdout
@@ -118,7 +118,7 @@ def test_ctrl_c_stops_every_member_and_nothing_is_left(tiny_home):
             process.kill()
     assert process.returncode == 1, err
     assert "stopping the sweep" in out
-    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env={"KR_HOME": str(home)}).stdout)[0]["sweep_id"]
+    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env={"KR_HOME": str(home)}).stdout)["sweeps"][0]["sweep_id"]
     summary = json.loads(run_kr("sweep", "show", sweep_id, "--json", env={"KR_HOME": str(home)}).stdout)
     assert summary["status"] == "stopped"
     assert sorted(m["status"] for m in summary["members"]) == ["pending", "stopped", "stopped"], (summary, out, err)
@@ -200,7 +200,7 @@ def test_interrupted_sweep_resumes_the_unfinished_members(seeded_checkout, style
         if process.poll() is None:
             process.kill()
     assert process.returncode == 1
-    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env={"KR_HOME": str(home)}).stdout)[0]["sweep_id"]
+    sweep_id = json.loads(run_kr("sweep", "ls", "--json", env={"KR_HOME": str(home)}).stdout)["sweeps"][0]["sweep_id"]
     statuses = {m["member"]: m["status"] for m in
                 json.loads(run_kr("sweep", "show", sweep_id, "--json", env={"KR_HOME": str(home)}).stdout)["members"]}
     assert statuses == {"m01": "stopped", "m02": "succeeded", "m03": "stopped"}
@@ -234,7 +234,7 @@ def _start_slow_sweep(style_images, base_file, home) -> subprocess.Popen:
 def test_sweep_stop_asks_the_running_kr_to_stop_its_members(seeded_checkout, style_images, base_file, home):
     process = _start_slow_sweep(style_images, base_file, home)
     try:
-        sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)[0]["sweep_id"]
+        sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)["sweeps"][0]["sweep_id"]
         stopped = run_kr("sweep", "stop", sweep_id)
         assert stopped.returncode == 0, stopped.stderr
         assert stopped.stdout.strip() == f"asked {sweep_id} (kr pid {process.pid}) to stop its members"
@@ -253,7 +253,7 @@ def test_sweep_stop_without_its_kr_stops_the_members_itself(seeded_checkout, sty
     process = _start_slow_sweep(style_images, base_file, home)
     process.kill()  # kr itself dies; the members go on under their detached supervisors
     process.communicate(timeout=30)
-    sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)[0]["sweep_id"]
+    sweep_id = json.loads(run_kr("sweep", "ls", "--json").stdout)["sweeps"][0]["sweep_id"]
     result = sweep.stop(home, sweep_id)
     assert result.sweep_id == sweep_id and result.owner_pid is None
     assert sorted(r.status for r in result.stopped) == ["stopped", "stopped"]

@@ -58,4 +58,4 @@ def test_the_dataset_check_runs_once_before_anything_starts(kr, tiny_home, tmp_p
     assert result.exit_code == 2
     assert "has 1 error(s); nothing was launched" in result.stderr and "000_a_man_thinking.png" in result.stderr
     assert "--skip-check" in result.stderr
-    assert kr.json("sweep", "ls") == [] and kr.json("runs", "ls") == []
+    assert kr.json("sweep", "ls")["sweeps"] == [] and kr.json("runs", "ls")["runs"] == []
