@@ -51,6 +51,33 @@ def base_file(tmp_path) -> Path:
     return path
 
 
+# header-only base files with real SD key names and zero-size tensors: detected as their family, no gigabytes
+def _header_base(path, keys):
+    import json, struct
+    header = {name: {"dtype": "F16", "shape": [0, *shape[1:]], "data_offsets": [0, 0]} for name, shape in keys.items()}
+    data = json.dumps(header).encode()
+    data += b" " * (-len(data) % 8)
+    path.write_bytes(struct.pack("<Q", len(data)) + data)
+    return path
+
+_U = "model.diffusion_model."
+_VAE = {"first_stage_model.encoder.conv_in.weight": [8, 3, 3, 3]}
+SDXL_KEYS = {_U + "input_blocks.0.0.weight": [8, 4, 3, 3], _U + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [8, 2048],
+             _U + "label_emb.0.0.weight": [8, 2816],
+             "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": [768],
+             "conditioner.embedders.1.model.ln_final.weight": [1280], **_VAE}
+SD15_KEYS = {_U + "input_blocks.0.0.weight": [8, 4, 3, 3], _U + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [8, 768],
+             "cond_stage_model.transformer.text_model.final_layer_norm.weight": [768], **_VAE}
+
+@pytest.fixture
+def sdxl_header_base(tmp_path):
+    return _header_base(tmp_path / "sdxl-header.safetensors", SDXL_KEYS)
+
+@pytest.fixture
+def sd15_header_base(tmp_path):
+    return _header_base(tmp_path / "sd15-header.safetensors", SD15_KEYS)
+
+
 class Kr:
     """`kr` in-process through click's CliRunner; errors come back as exit codes and text, like a user sees them."""
 
