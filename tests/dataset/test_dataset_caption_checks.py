@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("numpy")
 pytest.importorskip("PIL.Image")
 
+from conftest import write_tiny_clip_tokenizer  # noqa: E402
 from dataset_helpers import CAPTION, make_image, make_dataset, settings, findings, only  # noqa: E402
 from kohya_runner.dataset import caption, check, estimate_clip_tokens, scan  # noqa: E402
 
@@ -130,24 +129,6 @@ def test_long_caption_is_estimated_without_a_tokenizer(tmp_path):
     assert report.max_tokens == 91
     assert "estimated" in finding.message and report.token_method == "estimate"
     assert "caption-too-long" not in check(settings(root, max_token_length=225)).codes()
-
-
-def write_tiny_clip_tokenizer(folder: Path) -> None:
-    """A byte-level CLIP vocabulary without merges: every character is one token."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, extra = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    symbols = [chr(c) for c in cs]
-    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
 def test_long_caption_is_counted_with_the_clip_tokenizer(tmp_path):
