@@ -33,7 +33,6 @@ from .env import (
     TrainerEnv,
     choose_torch_spec,
     create_trainer_env,
-    detect_nvidia_gpu,
     split_torch_spec,
 )
 from .checkout import InstallResult, install, install_git
@@ -70,7 +69,6 @@ __all__ = [
     "file_list",
     "scan_checkout",
     "TrainerEnv",
-    "detect_nvidia_gpu",
     "choose_torch_spec",
     "split_torch_spec",
     "create_trainer_env",
