@@ -180,7 +180,7 @@ def test_verify_names_changed_missing_added_and_ignores_trainer_files(sample, tm
     result = vendor.verify(dest, expected_tree=tree)
     assert not result.ok and result.named
     assert (result.changed, result.missing, result.added) == (["a.txt", "run.sh"], ["a-b"], ["notes.md"])
-    assert "Changed: a.txt, run.sh. Missing: a-b. Added: notes.md." in result.message()
+    assert "1 missing, 2 changed, 1 extra. Missing: a-b. Changed: a.txt, run.sh. Extra: notes.md." in result.message()
     assert json.loads(json.dumps(result.to_dict()))["changed"] == ["a.txt", "run.sh"]
 
 
