@@ -69,7 +69,8 @@ def check_requested(gpus: list[int], option: str = "--gpu") -> None:
     repeated = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
     if repeated:
         once = ",".join(map(str, dict.fromkeys(gpus)))
-        raise BadInput(f"{option} lists GPU {repeated[0]} more than once. Fix: name each GPU once, e.g. {option} {once}.")
+        raise BadInput(f"{option} lists GPU {repeated[0]} more than once. "
+                       f"Fix: name each GPU once, e.g. {option} {once}.")
     available = visible()
     for gpu in gpus:
         if gpu not in available:
@@ -83,7 +84,8 @@ def _not_there(gpu: int, available: list[int], option: str) -> str:
                 f"Fix: {option} cpu trains on the CPU.")
     listed = ", ".join(map(str, available))
     count = f"{len(available)} GPU{'s are' if len(available) > 1 else ' is'} visible ({listed}; {where})"
-    return f"{option} asks for GPU {gpu}, which is not there: {count}. Fix: {option} {available[0]} (any of {listed}), or {option} cpu."
+    return (f"{option} asks for GPU {gpu}, which is not there: {count}. "
+            f"Fix: {option} {available[0]} (any of {listed}), or {option} cpu.")
 
 
 def _why_visible() -> str:
