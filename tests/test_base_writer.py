@@ -25,20 +25,36 @@ pytest.importorskip("diffusers")
 
 KR_ROOT = Path(kohya_runner.__file__).resolve().parent.parent
 
+# sitecustomize.py of the stand-in trainer python; the in-process writes below use the same SMALL_SD15.
 SHRINK = '''
 from kohya_runner import bases
 
 _TE = {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
        "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32}
-SMALL = {
+SMALL_SD15 = {
     "unet": {**bases.SD15_UNET_CONFIG, "block_out_channels": (32, 64, 64, 64), "cross_attention_dim": 32,
              "attention_head_dim": 2},
     "text_encoder": _TE, "vae": {**bases.VAE_CONFIG, "block_out_channels": (32, 32, 64, 64)},
 }
-_full = bases.model_parts
-bases.model_parts = lambda family, configs=None: _full(family, SMALL)
+
+
+def shrink(module):
+    full = module.model_parts
+    module.model_parts = lambda family, configs=None: full(family, SMALL_SD15)
+
+
+if __name__ == "sitecustomize":
+    shrink(bases)
 '''
-exec(compile(SHRINK, "shrink", "exec"), shrunk := {})  # the same small model for the in-process writes
+
+
+def shrink_here(monkeypatch) -> None:
+    """The same small model for writes in this interpreter (undone after the test)."""
+    namespace: dict = {"__name__": "shrink"}
+    exec(compile(SHRINK, "shrink", "exec"), namespace)
+    small = namespace["SMALL_SD15"]
+    full = bases.model_parts
+    monkeypatch.setattr(bases, "model_parts", lambda family, configs=None: full(family, small))
 
 
 @pytest.fixture
@@ -87,15 +103,16 @@ def test_without_torch_kr_writes_the_base_with_the_trainer_python(world, tmp_pat
     ran = world["log"].read_text()
     assert "-m kohya_runner.base_writer sd15" in ran and str(world["blocker"]) not in ran.split(" -m ")[0]
     assert bases.detect_architecture(out).family == "sd15"
+    assert out.stat().st_size < 50 * 2**20  # the shrunk model: the sitecustomize did run in the trainer python
 
     # The same base, byte for byte, as kr writes in its own interpreter when torch is there.
-    monkeypatch.setattr(bases, "model_parts", shrunk["bases"].model_parts)
+    shrink_here(monkeypatch)
     here = bases.write_random_base("sd15", tmp_path / "here.safetensors", seed=3)
     assert here.read_bytes() == out.read_bytes()
 
 
 def test_with_torch_kr_writes_in_its_own_interpreter(kr, world, tmp_path, monkeypatch):
-    monkeypatch.setattr(bases, "model_parts", shrunk["bases"].model_parts)
+    shrink_here(monkeypatch)
     monkeypatch.setenv("KR_SD_PYTHON", str(trainer_python(world)))
     result = kr("base", "random", "sd15", "-o", tmp_path / "own.safetensors", ok=True)
     assert "trainer environment" not in result.output and (tmp_path / "own.safetensors").is_file()
