@@ -585,12 +585,23 @@ def write_random_base(family: str, dest: Path | str, *, seed: int = 0, dtype: st
     `dest` is the file to write (`.safetensors`), or an existing folder to write
     `kr-random-<family>-seed<N>.safetensors` into. The same seed gives the same bytes (with the
     same torch version). The file appears only when complete (temp file + rename). `progress`,
-    if given, gets one short line per model part as it is built.
+    if given, gets one short line per model part as it is built. `kr base random` goes through
+    kohya_runner.base_writer, which falls back to the trainer environment when this python lacks torch.
+    Raises BadInput (bad arguments or destination), Failed (torch, diffusers or transformers missing).
     """
-    _check_random_base_args(family, seed, dtype)
-    dest = _random_base_destination(Path(dest), family, seed, overwrite)
+    dest = random_base_path(family, dest, seed=seed, dtype=dtype, overwrite=overwrite)
     return write_parts(model_parts(family), dest, seed=seed, dtype=dtype, overwrite=overwrite,
                        metadata={"kr_random_base": family, "seed": str(seed)}, progress=progress)
+
+
+def random_base_path(family: str, dest: Path | str, *, seed: int = 0, dtype: str = "fp16",
+                     overwrite: bool = False) -> Path:
+    """The file write_random_base would write, after the same checks of its arguments (no torch needed).
+
+    Raises BadInput (unknown family, bad seed or dtype, unusable destination).
+    """
+    _check_random_base_args(family, seed, dtype)
+    return _random_base_destination(Path(dest), family, seed, overwrite)
 
 
 def write_parts(parts: list[ModelPart], dest: Path, *, seed: int, dtype: str, metadata: Mapping[str, str],

@@ -1,6 +1,8 @@
-"""Shim: the drift probe lives in kohya_runner/sdscripts/drift_probe.py. vendor.drift() runs this
-file by path with the trainer's python (`python -I drift_probe.py OUT.json`), where kohya_runner is
-not importable, so this forwards by path too. Delete once vendor.py points at the new file."""
+"""Shim: the drift probe lives in kohya_runner/sdscripts/drift_probe.py, which vendoring.drift() runs.
+
+Kept only because tests/sdscripts/test_sdscripts_home.py runs the old path; delete both together. It is
+run by path with the trainer's python (`python -I drift_probe.py OUT.json`), where kohya_runner is not
+importable, so it forwards by path too."""
 
 import runpy
 from pathlib import Path

@@ -1,7 +1,7 @@
-"""Compatibility shim: the sd-scripts install library moved to the kohya_runner.vendoring package.
+"""Compatibility shim: the sd-scripts install library is the kohya_runner.vendoring package.
 
-Kept so `from .vendor import find_sd_scripts` (trainers/sdscripts.py) and `from . import vendor` keep
-working until their importers switch to `kohya_runner.vendoring`; then delete this file.
+kr's own code imports kohya_runner.vendoring; the one importer left is tests/sdscripts/test_sdscripts_home.py
+(`from kohya_runner import vendor`). Delete this file once it imports kohya_runner.vendoring.
 """
 
 from __future__ import annotations

@@ -38,16 +38,20 @@ def tiny(ctx, family, as_json):
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
 @click.pass_context
 def random_base(ctx, family, seed, out, dtype):
-    """Write a seeded random full-size checkpoint in the single-file layout sd-scripts loads (for smoke tests)."""
+    """Write a seeded random full-size checkpoint in the single-file layout sd-scripts loads (for smoke tests).
+
+    Needs torch, diffusers and transformers: kr's own, else those of the trainer environment (`kr vendor env`)."""
     from pathlib import Path
 
     from .. import workspace
-    from ..bases import write_random_base
+    from ..base_writer import write_random_base
 
-    dest = Path(out).expanduser() if out else workspace.bases_dir(home(ctx))
+    root = home(ctx)
+    dest = Path(out).expanduser() if out else workspace.bases_dir(root)
     if not out:
         dest.mkdir(parents=True, exist_ok=True)
-    path = write_random_base(family, dest, seed=seed, dtype=dtype, progress=lambda line: click.echo(f"  {line}"))
+    path = write_random_base(family, dest, home=root, seed=seed, dtype=dtype,
+                             progress=lambda line: click.echo(f"  {line}"))
     click.echo(f"wrote {path}")
 
 

@@ -182,12 +182,7 @@ def status(ctx, as_json):
         rows.append(("sd-scripts", f"✗ not installed ({sd['path']}); `kr vendor install --from PATH|TARBALL`"))
     else:
         origin = "KR_SD_SCRIPTS" if sd["from"] == "env" else "kr's install"
-        if sd["verified"]:
-            state = "✓ matches the pin"
-        else:
-            differ = len(sd["changed"]) + len(sd["missing"]) + len(sd["added"])
-            state = f"✗ does not match the pin ({differ} files differ; `kr vendor verify` names them)"
-        rows.append(("sd-scripts", f"{sd['path']} ({origin}) {state}"))
+        rows.append(("sd-scripts", f"{sd['path']} ({origin}) {_tree_state(sd)}"))
     if trainer["error"]:
         rows.append(("trainer", f"✗ {trainer['error']}"))
     elif not trainer["python"]:
@@ -199,6 +194,23 @@ def status(ctx, as_json):
     state = "✓ complete" if tok["complete"] else "✗ incomplete; `kr vendor tokenizers --source WHEEL|DIR`"
     rows.append(("tokenizers", f"{tok['cache_dir']} {state}"))
     click.echo(text_table(rows))
+
+
+def _tree_state(sd: dict) -> str:
+    """The verdict on the checkout's tree, naming the first files that differ when a file list is known."""
+    from ..gittree import Difference
+    from ..vendoring.trees import difference_counts, first_differences
+
+    if sd["verified"]:
+        return "✓ matches the pin"
+    if sd["verified"] is None:
+        return "(tree not checked)"
+    diff = Difference(sd["changed"], sd["missing"], sd["added"])
+    if not sd["named"]:
+        return "✗ does not match the pin (kr has no file list of the pinned tree to name the files that differ)"
+    if not diff:
+        return "✗ does not match the pin (same files as the pinned tree; `kr vendor verify` says why)"
+    return f"✗ does not match the pin: {difference_counts(diff)} ({first_differences(diff)}); `kr vendor verify` names them"
 
 
 @vendor.command("verify", epilog="Example:\n\n  kr vendor verify --json")

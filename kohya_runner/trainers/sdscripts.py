@@ -11,9 +11,11 @@ from . import Launch, trainer_env
 
 
 def locate(home: Path) -> tuple[Path | None, str | None]:
-    """(sd-scripts checkout, trainer python), each None when not found: kohya_runner.vendor decides where
-    (KR_SD_SCRIPTS / KR_SD_PYTHON, else kr's own install); a bad override is BadInput."""
-    from ..vendor import find_sd_scripts, find_trainer_python
+    """(sd-scripts checkout, trainer python), each None when not found: kohya_runner.vendoring decides where
+    (KR_SD_SCRIPTS / KR_SD_PYTHON, else kr's own install).
+
+    Raises BadInput when an override names nothing usable."""
+    from ..vendoring import find_sd_scripts, find_trainer_python
 
     checkout = find_sd_scripts(home)
     python = find_trainer_python(home)

@@ -4,11 +4,13 @@ kr renders arguments for one sd-scripts commit (vendor/pin.toml). This package p
 commit on a machine and keeps checking it is still there, one noun per module:
 
 - pin: the pin, and where checkout, trainer venv and tokenizers live (KR_* overrides, defaults).
-- trees: scanning a checkout into git tree entries; naming the files that differ from the pin.
+- trees: scanning a checkout into git tree entries; naming the files that differ from the pin (with the
+  pinned tree's file list shipped beside pin.toml, vendor/sd-scripts-files.gz).
 - checkout: install from a checkout folder or a tarball/zip (`install`), or a git clone (`install_git`,
   the only networked path besides `bundle`); always staged beside the destination, verified against the pinned
   git tree id, then renamed into place.
-- env: the trainer's own venv (torch first, then sd-scripts' requirements.txt).
+- env: the trainer's own venv (torch first, then sd-scripts' requirements.txt; CPU torch unless
+  kohya_runner.gpus finds an NVIDIA driver).
 - bundles: one tarball carrying checkout + wheelhouse + tokenizer source to an air-gapped machine
   (`bundle`), every member sha256-checked on arrival (`install_bundle`).
 - installed: `verify` (tree id, changed files, trainer-created files ignored) and `status`.
@@ -33,7 +35,6 @@ from .env import (
     TrainerEnv,
     choose_torch_spec,
     create_trainer_env,
-    detect_nvidia_gpu,
     split_torch_spec,
 )
 from .checkout import InstallResult, install, install_git
@@ -70,7 +71,6 @@ __all__ = [
     "file_list",
     "scan_checkout",
     "TrainerEnv",
-    "detect_nvidia_gpu",
     "choose_torch_spec",
     "split_torch_spec",
     "create_trainer_env",

@@ -24,6 +24,8 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 # pip options that take a value: kept together when splitting a torch spec
 _PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "-c", "--constraint"}
+
+
 @dataclass
 class TrainerEnv:
     path: Path
@@ -35,39 +37,15 @@ class TrainerEnv:
         return {**asdict(self), "path": str(self.path), "python": str(self.python)}
 
 
-def detect_nvidia_gpu() -> bool:
-    """True when an NVIDIA driver is present: `nvidia-smi -L` lists a GPU, or NVML can be loaded.
-
-    Raises nothing.
-    """
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi"):
-        try:
-            result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-            if result.returncode == 0 and "GPU" in result.stdout:
-                return True
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    import ctypes
-
-    for name in ("libnvidia-ml.so.1", "nvml.dll"):
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
-
-
 def choose_torch_spec(gpu: bool | None = None) -> str:
     """The pip arguments for torch + torchvision on this machine (a CPU build without an NVIDIA GPU).
 
     Raises nothing.
     """
     if gpu is None:
-        gpu = detect_nvidia_gpu()
+        from ..gpus import driver_present
+
+        gpu = driver_present()
     if gpu:
         return f"torch=={TORCH_VERSION} torchvision=={TORCHVISION_VERSION}"
     return f"torch=={TORCH_VERSION}+cpu torchvision=={TORCHVISION_VERSION}+cpu --extra-index-url {TORCH_CPU_INDEX}"

@@ -124,10 +124,12 @@ def status(home: Path, *, tokenizer_dir: Path | None = None, check_tree: bool = 
     """Everything `kr vendor status` shows, as JSON-ready data (shape below is stable).
 
     {"pin": {repository, commit, tree, version},
-     "sd_scripts": {path, from, installed, verified, tree, commit, installed_at, changed, missing, added, extra, error},
+     "sd_scripts": {path, from, installed, verified, tree, commit, installed_at, named, changed, missing, added, extra,
+                    error},
      "trainer": {python, from, python_version, torch, cuda, error},
      "tokenizers": tokenizer_status(...)}
-    "from" is "env" (KR_SD_SCRIPTS / KR_SD_PYTHON), "default" or None when nothing is found.
+    "from" is "env" (KR_SD_SCRIPTS / KR_SD_PYTHON), "default" or None when nothing is found. "named" says
+    whether a file list (install record, kr's shipped list, git) named changed / missing / added files.
     Raises Failed when kr's pin cannot be read; problems of the install are reported in the data.
     """
     from ..tokenizers import tokenizer_status
@@ -150,6 +152,7 @@ def _sd_scripts_status(home: Path, pin: Pin, check_tree: bool) -> dict:
         "tree": None,
         "commit": None,
         "installed_at": None,
+        "named": None,
         "changed": [],
         "missing": [],
         "added": [],
@@ -175,6 +178,7 @@ def _sd_scripts_status(home: Path, pin: Pin, check_tree: bool) -> dict:
         info.update(
             verified=result.ok,
             tree=result.tree,
+            named=result.named,
             changed=result.changed,
             missing=result.missing,
             added=result.added,

@@ -10,13 +10,7 @@ from pathlib import Path
 
 from ..errors import Failed
 from ..resources import data_dir
-
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "WANDB_MODE": "disabled",
-}
+from ..sdscripts.environment import OFFLINE_ENV  # the probe imports sd-scripts: same no-network rule as a run
 
 _ATTRIBUTES = ("action", "type", "default", "choices", "nargs", "required", "flags")
 
@@ -86,7 +80,7 @@ def drift(sd_scripts: Path, python: str | Path, manifest_path: Path | None = Non
     sd_scripts = Path(sd_scripts).expanduser()
     manifest_path = Path(manifest_path) if manifest_path else data_dir("vendor") / "sd-scripts-args.json"
     pinned = json.loads(manifest_path.read_text(encoding="utf-8"))
-    probe = Path(__file__).resolve().parent.parent / "drift_probe.py"
+    probe = Path(__file__).resolve().parent.parent / "sdscripts" / "drift_probe.py"
     with tempfile.TemporaryDirectory(prefix="kr-drift-") as work:
         out = Path(work) / "options.json"
         # -I keeps kohya_runner/ (the probe's folder) off sys.path: its tokenizers.py would shadow HF's package

@@ -35,9 +35,7 @@ def load_pin(path: Path | None = None) -> Pin:
     commands against a stand-in repository; rendered options always follow kr's pinned option manifest.
     Raises Failed when the pin file cannot be read.
     """
-    if path is None and os.environ.get("KR_PIN_FILE"):
-        path = Path(os.environ["KR_PIN_FILE"]).expanduser()
-    path = Path(path) if path else data_dir("vendor") / "pin.toml"
+    path = Path(path) if path else pin_file()
     try:
         from .._toml import load_file
 
@@ -47,6 +45,16 @@ def load_pin(path: Path | None = None) -> Pin:
         raise Failed(
             f"kr's sd-scripts pin {path} cannot be read ({exc!r}); reinstall kr or restore the file from its repository."
         ) from None
+
+
+def pin_file() -> Path:
+    """The pin.toml in use: KR_PIN_FILE if set, else the one kr ships (vendor/pin.toml).
+
+    The pinned tree's file list lies beside it. Raises nothing (FileNotFoundError when kr's vendor/ data
+    folder is missing from the installation).
+    """
+    override = os.environ.get("KR_PIN_FILE")
+    return Path(override).expanduser() if override else data_dir("vendor") / "pin.toml"
 
 
 # --- where things live ------------------------------------------------------------------------------

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import Failed
 from ..gittree import Difference, Entries, Entry, compare, directory_entries, entries_from_json, entries_to_json, tree_id
-from ..resources import data_dir
-from .pin import Pin
+from .pin import Pin, pin_file
 
-SHIPPED_FILE_LIST = "sd-scripts-files.json"  # optional: path -> [mode, blob] of the pinned tree
+# The pinned tree's file list, beside pin.toml: `git ls-tree -r -z <commit> | gzip -9n` (~7 KB). It names
+# the files a checkout or tarball lacks, changes or adds even when it has no install record or .git.
+SHIPPED_FILE_LIST = "sd-scripts-files.gz"
 
 
 def _is_trainer_junk(rel: str, is_dir: bool, path: Path) -> bool:
@@ -46,8 +46,8 @@ def scan_checkout(root: Path, tracked: Collection[str] = ()) -> tuple[Entries, l
 
 
 def file_list(checkout: Path) -> dict:
-    """{"tree", "files": {path: [mode, blob]}} of a checkout: saved as vendor/sd-scripts-files.json from a
-    pristine checkout of the pinned commit, it lets `install` name the files a bad tarball changed.
+    """{"tree", "files": {path: [mode, blob]}} of a checkout, the JSON form `install` passes as expected_files.
+
     Raises nothing (OSError from the filesystem passes through).
     """
     entries, _ = scan_checkout(Path(checkout))
@@ -73,13 +73,29 @@ def _as_entries(data: Mapping | None) -> Entries | None:
 
 
 def _shipped_file_list() -> Entries | None:
+    # A missing or unreadable list only means kr cannot name files; reference_files checks its tree id.
+    import gzip
+    import zlib
+
     try:
-        path = data_dir("vendor") / SHIPPED_FILE_LIST
-    except FileNotFoundError:
+        return parse_ls_tree(gzip.decompress((pin_file().parent / SHIPPED_FILE_LIST).read_bytes()))
+    except (OSError, EOFError, zlib.error, ValueError):
         return None
-    if not path.is_file():
-        return None
-    return entries_from_json(json.loads(path.read_text(encoding="utf-8"))["files"])
+
+
+def parse_ls_tree(output: bytes) -> Entries:
+    """Entries from `git ls-tree -r -z` output (submodules, which git archives leave out, are skipped).
+
+    Raises ValueError when a row is not of that form.
+    """
+    entries = {}
+    for row in output.split(b"\0"):
+        if row:
+            meta, path = row.split(b"\t", 1)
+            mode, kind, blob = meta.decode("ascii").split()
+            if kind == "blob":
+                entries[path.decode("utf-8", "surrogateescape")] = Entry(mode, blob)
+    return entries
 
 
 def _git_ls_tree(checkout: Path | None, tree: str) -> Entries | None:
@@ -97,14 +113,7 @@ def _git_ls_tree(checkout: Path | None, tree: str) -> Entries | None:
     )
     if result.returncode != 0:
         return None
-    entries = {}
-    for row in result.stdout.split(b"\0"):
-        if row:
-            meta, path = row.split(b"\t", 1)
-            mode, kind, blob = meta.decode().split()
-            if kind == "blob":
-                entries[path.decode("utf-8", "surrogateescape")] = Entry(mode, blob)
-    return entries
+    return parse_ls_tree(result.stdout)
 
 
 def mismatch_message(where: str, tree: str, expected: str, diff: Difference | None, pin: Pin | None = None) -> str:
@@ -118,9 +127,9 @@ def mismatch_message(where: str, tree: str, expected: str, diff: Difference | No
     elif not diff:
         detail = " Its files match kr's file list, yet the tree differs: check file modes and symlinks."
     else:
-        detail = "".join(
+        detail = f" Against the pinned tree's file list: {difference_counts(diff)}." + "".join(
             f" {label}: {short_list(paths)}."
-            for label, paths in (("Changed", diff.changed), ("Missing", diff.missing), ("Added", diff.added))
+            for label, paths in (("Missing", diff.missing), ("Changed", diff.changed), ("Extra", diff.added))
             if paths
         )
     pinned = pin is not None and pin.tree == expected
@@ -131,6 +140,21 @@ def mismatch_message(where: str, tree: str, expected: str, diff: Difference | No
         "`git clone` + `git checkout`, or a kr bundle; do not edit files inside the installed checkout."
     )
     return what + detail + how
+
+
+def difference_counts(diff: Difference) -> str:
+    """ "N missing, M changed, K extra" (extra: files the pinned tree does not have). Raises nothing."""
+    return f"{len(diff.missing)} missing, {len(diff.changed)} changed, {len(diff.added)} extra"
+
+
+def first_differences(diff: Difference, limit: int = 3) -> str:
+    """The first few differing paths, each marked missing / changed / extra. Raises nothing."""
+    marked = [
+        f"{path} ({label})"
+        for label, paths in (("missing", diff.missing), ("changed", diff.changed), ("extra", diff.added))
+        for path in paths
+    ]
+    return short_list(marked, limit)
 
 
 def short_list(paths: Sequence[str], limit: int = 10) -> str:
