@@ -722,7 +722,7 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
 
 
 def _random_base(home: Path, family: str, say: Callable[[str], None]) -> Path:
-    from . import bases, workspace
+    from . import base_writer, bases, workspace
 
     folder = workspace.bases_dir(home)
     path = folder / bases.default_random_base_name(family, 0)
@@ -730,7 +730,7 @@ def _random_base(home: Path, family: str, say: Callable[[str], None]) -> Path:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     say(f"writing a random {family} base (once; {_gib(RANDOM_BASE_BYTES[family])}) to {path} …")
-    return bases.write_random_base(family, folder, seed=0, progress=lambda line: say(f"  {line}"))
+    return base_writer.write_random_base(family, folder, home=home, seed=0, progress=lambda line: say(f"  {line}"))
 
 
 def _smoke_images(folder: Path) -> Path:
