@@ -63,7 +63,7 @@ def problems_from_validation(error: ValidationError) -> list[Problem]:
         elif item["type"] == "literal_error":
             fix = f"use one of the listed values, e.g. {path}={_first_literal(item)}"
         else:
-            fix = _example_fix(loc)
+            fix = (item.get("ctx") or {}).get("fix") or _example_fix(loc)
         problems.append(Problem(path, value, message, fix))
     return problems
 
