@@ -282,7 +282,8 @@ def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str
     args = training_args(spec, paths)
     check_args(spec, args)
     dataset_doc = dataset_config(spec, paths)
-    prompt_lines = prompts.sample_prompt_lines(spec, sample_prompts(spec))
+    samples = sample_prompts(spec)
+    prompt_lines = prompts.sample_prompt_lines(spec, samples)
     try:
         texts = {
             CONFIG_FILE: _render_template("config.toml.j2", script=options.script_for(spec.model.family),
@@ -295,6 +296,7 @@ def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str
         raise BadInput(f"a value cannot be written so that sd-scripts' TOML reader (toml 0.10.2) reads it back "
                        f"unchanged: {e}. Fix: change that text (e.g. do not start it with two quote characters)") from None
     verify_texts(texts, args.as_dict(), dataset_doc, prompt_lines)
+    verify_prompts(spec, samples, texts[PROMPTS_FILE])
     return args, texts
 
 
@@ -316,9 +318,29 @@ def verify_texts(texts: dict[str, str], expected_args: dict[str, Any], dataset_d
     schema_problems = check_dataset_config(dataset_doc)
     if schema_problems:
         raise Failed("internal error: dataset.toml breaks sd-scripts' schema: " + "; ".join(schema_problems))
-    read_lines = [l.strip() for l in texts[PROMPTS_FILE].splitlines(keepends=True) if l.strip() and l[0] != "#"]
-    if [l.strip() for l in prompt_lines] != read_lines:
+    if [l.strip() for l in prompt_lines] != prompts.read_prompt_file(texts[PROMPTS_FILE]):
         raise Failed("internal error: sample_prompts.txt does not read back line for line; please report it")
+
+
+def verify_prompts(spec: Spec, samples: list, text: str) -> None:
+    """Read sample_prompts.txt the way sd-scripts does, every ' --' piece from the FIRST one (the prompt) on,
+    and demand exactly the intended prompt and options. Raises SpecError (exit 2) naming the field that
+    starts a prompt sd-scripts would read differently (the spec rules refuse the known cases earlier)."""
+    from .spec.prompts import start_field
+
+    problems = []
+    for sample, line in zip(samples, prompts.read_prompt_file(text), strict=True):
+        read, wanted = prompts.parse_prompt_line(line), prompts.intended_prompt_dict(spec, sample)
+        if read != wanted:
+            differs = sorted(k for k in read.keys() | wanted.keys() if read.get(k) != wanted.get(k))
+            field = "sampling.negative_prompt" if differs == ["negative_prompt"] and spec.sampling.negative_prompt \
+                else start_field(spec, sample)
+            problems.append(Problem(field, sample.text, f"sd-scripts would read this {sample.kind} sample prompt's line "
+                                    f"with different {', '.join(differs)} ({', '.join(f'{k}={read.get(k)!r}' for k in differs)})",
+                                    "reword the start of the prompt so it does not look like a prompt option "
+                                    "(n, ss, w, h, d, s, l, g, cn, ctr, rcfg, fs followed by a space)"))
+    if problems:
+        raise SpecError(problems, "the sample prompts")
 
 
 def write_files(out_dir: Path, texts: dict[str, str], *, force: bool = False) -> list[Path]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import difflib
 
 from ..sdscripts import cache_files
+from ..sdscripts.prompts import option_at_start
 from .choices import ADAPTIVE_OPTIMIZERS, NETWORK_LORA_ARGS, SCHEDULE_FREE_OPTIMIZERS
 from .errors import Problem
 from .model import Spec
-from .prompts import sample_prompts
+from .prompts import sample_prompts, start_field
 
 
 def cross_field_problems(spec: Spec) -> list[Problem]:
@@ -149,7 +150,36 @@ def _sampling_rules(spec: Spec) -> list[Problem]:
                                f"its {prompt.kind} prompt is empty or starts with '#', so sd-scripts would skip the line",
                                "start the prompt with a word"))
             break
+    return out + _prompt_option_rules(spec)
+
+
+def _prompt_option_rules(spec: Spec) -> list[Problem]:
+    """sd-scripts reads a prompt that starts like one of its options (`n ugly hands`) as that option too
+    (line_to_prompt_dict matches the first piece as well): one problem per field that starts such a prompt."""
+    out, blamed = [], set()
+    for prompt in sample_prompts(spec):
+        option = option_at_start(prompt.text)
+        field = start_field(spec, prompt) if option else None
+        if option is None or field in blamed:
+            continue
+        blamed.add(field)
+        value = _field_value(spec, field, prompt)
+        out.append(Problem(field, value,
+                           f"the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r} starts like the prompt option "
+                           f"--{option.flag}, so sd-scripts would also read it as the {option.meaning}",
+                           f"reword the start of {field} so the prompt no longer begins with '{option.flag} ' "
+                           "(e.g. put a word such as 'a' or 'the' before it)"))
     return out
+
+
+def _field_value(spec: Spec, field: str, prompt) -> object:
+    if field.startswith("sampling.prompts["):
+        return prompt.subject
+    if field == "dataset.trigger":
+        return spec.dataset.trigger
+    from .prompts import template_field
+
+    return template_field(spec, prompt.kind)[1]
 
 
 def _saving_rules(spec: Spec) -> list[Problem]:
