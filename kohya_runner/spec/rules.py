@@ -24,7 +24,7 @@ def _steps_rules(spec: Spec) -> list[Problem]:
     t = spec.training
     if t.epochs is not None and t.steps is not None:
         return [Problem("training.steps", t.steps, "is set together with training.epochs, which overrides it in sd-scripts",
-                        "set one of them and the other to none (training.steps=none)")]
+                        "set one of them and the other to none (training.epochs=none or training.steps=none)")]
     if t.epochs is None and t.steps is None:
         return [Problem("training.epochs", None, "neither epochs nor steps is set (sd-scripts would default to 1600 steps)",
                         "set training.epochs or training.steps")]
