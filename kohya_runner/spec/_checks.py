@@ -60,7 +60,7 @@ def file_name_problem(value: str) -> str | None:
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
         return "contains a control character (NUL, tab, newline, …); it becomes a file name"
     if "/" in value or "\\" in value:
-        return "contains '/' or '\\'; it becomes a file name inside the run folder, not a path"
+        return "contains '/' or '\\'; it becomes one file name, not a path"
     if value.startswith("."):
         return "starts with '.'; it becomes a file name ('.' and '..' name folders, others hide the file)"
     if value.startswith("-"):
