@@ -174,7 +174,8 @@ def resolve_base(spec: Spec, home: Path) -> str:
 
 def resolve_dataset_dir(spec: Spec) -> Path:
     if spec.dataset.dir is None:
-        raise BadInput("no dataset folder given. Fix: pass --dataset /path/to/images (or dataset.dir=…)", field="dataset.dir")
+        raise BadInput("no dataset folder given. Fix: pass --dataset /path/to/images (or dataset.dir=…)",
+                       field="dataset.dir")
     path = Path(spec.dataset.dir).expanduser()
     if not path.exists():
         raise BadInput(f"dataset folder not found: {path}. Fix: pass --dataset with the folder that holds "
@@ -191,7 +192,8 @@ def _optional_file(value: str | None, field: str) -> str | None:
     path = Path(value).expanduser()
     if not path.exists():
         if options.looks_like_hub_id(value):
-            raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path", field=field)
+            raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path",
+                           field=field)
         raise BadInput(f"{field} not found: {path}. Fix: give the path of an existing file", field=field)
     return str(path.resolve())
 
@@ -356,10 +358,11 @@ def verify_prompts(spec: Spec, samples: list, text: str) -> None:
             differs = sorted(k for k in read.keys() | wanted.keys() if read.get(k) != wanted.get(k))
             field = "sampling.negative_prompt" if differs == ["negative_prompt"] and spec.sampling.negative_prompt \
                 else start_field(spec, sample)
-            problems.append(Problem(field, sample.text, f"sd-scripts would read this {sample.kind} sample prompt's line "
-                                    f"with different {', '.join(differs)} ({', '.join(f'{k}={read.get(k)!r}' for k in differs)})",
-                                    "reword the start of the prompt so it does not look like a prompt option "
-                                    "(n, ss, w, h, d, s, l, g, cn, ctr, rcfg, fs followed by a space)"))
+            seen = ", ".join(f"{k}={read.get(k)!r}" for k in differs)
+            flags = ", ".join(option.flag for option in prompts.PROMPT_OPTIONS)
+            problems.append(Problem(field, sample.text, f"sd-scripts would read this {sample.kind} sample prompt's "
+                                    f"line with different {', '.join(differs)} ({seen})",
+                                    f"reword the start so it is not one of {flags} followed by a space"))
     if problems:
         raise SpecError(problems, "the sample prompts")
 

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = (f"internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the traceback, and "
                    "please report it.")
-        _fail(f"Error: {message}", 1, as_json, {"error": message, "field": None, "file": None, "fix": None, "exit_code": 1})
+        _fail(f"Error: {message}", 1, as_json,
+              {"error": message, "field": None, "file": None, "fix": None, "exit_code": 1})
 
 
 def _fail(paragraph: str, exit_code: int, as_json: bool, obj: dict) -> None:

@@ -58,7 +58,8 @@ def sample_prompt_lines(spec, prompts: Iterable) -> list[str]:
         parts = [prompt.text]
         if s.negative_prompt:
             parts.append(f"--n {s.negative_prompt}")
-        parts += [f"--w {width}", f"--h {height}", f"--d {prompt.seed}", f"--s {s.steps}", f"--l {_decimal(s.cfg_scale)}"]
+        parts += [f"--w {width}", f"--h {height}", f"--d {prompt.seed}", f"--s {s.steps}",
+                  f"--l {_decimal(s.cfg_scale)}"]
         lines.append(" ".join(parts))
     return lines
 

@@ -31,9 +31,10 @@ from .rules import cross_field_problems
 
 __all__ = [
     "ABSENT", "ADAPTIVE_OPTIMIZERS", "BUILTIN_OPTIMIZERS", "NAME_MAX_BYTES", "NETWORK_LORA_ARGS", "SAMPLERS",
-    "SCHEDULERS", "SCHEDULE_FREE_OPTIMIZERS", "ArgValue", "Change", "DatasetSpec", "Family", "GuardSpec", "Group", "LoggingSpec",
-    "MetadataPolicy", "ModelSpec", "NetworkSpec", "OptimizerSpec", "Override", "PrecisionSpec", "PrivacySpec",
-    "Problem", "SamplePrompt", "SamplingSpec", "SavingSpec", "SchedulerSpec", "Spec", "SpecError", "TrainingSpec",
-    "annotation_at", "build_spec", "coerce_value", "cross_field_problems", "describe", "diff", "file_name_problem",
-    "flatten", "is_group", "leaf_paths", "parse_override", "problems_from_validation", "render_prompt", "sample_prompts", "show_value",
+    "SCHEDULERS", "SCHEDULE_FREE_OPTIMIZERS", "ArgValue", "Change", "DatasetSpec", "Family", "Group", "GuardSpec",
+    "LoggingSpec", "MetadataPolicy", "ModelSpec", "NetworkSpec", "OptimizerSpec", "Override", "PrecisionSpec",
+    "PrivacySpec", "Problem", "SamplePrompt", "SamplingSpec", "SavingSpec", "SchedulerSpec", "Spec", "SpecError",
+    "TrainingSpec", "annotation_at", "build_spec", "coerce_value", "cross_field_problems", "describe", "diff",
+    "file_name_problem", "flatten", "is_group", "leaf_paths", "parse_override", "problems_from_validation",
+    "render_prompt", "sample_prompts", "show_value",
 ]

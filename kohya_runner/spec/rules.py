@@ -12,7 +12,7 @@ from ..sdscripts.prompts import option_at_start
 from .choices import ADAPTIVE_OPTIMIZERS, NETWORK_LORA_ARGS, SCHEDULE_FREE_OPTIMIZERS
 from .errors import Problem
 from .model import Spec
-from .prompts import sample_prompts, start_field
+from .prompts import sample_prompts, start_field, template_field
 
 
 def cross_field_problems(spec: Spec) -> list[Problem]:
@@ -150,7 +150,7 @@ def _sampling_rules(spec: Spec) -> list[Problem]:
                                f"its {prompt.kind} prompt is empty or starts with '#', so sd-scripts would skip the line",
                                "start the prompt with a word"))
             break
-    return out + _prompt_option_rules(spec)
+    return out
 
 
 def _prompt_option_rules(spec: Spec) -> list[Problem]:
@@ -165,8 +165,8 @@ def _prompt_option_rules(spec: Spec) -> list[Problem]:
         blamed.add(field)
         value = _field_value(spec, field, prompt)
         out.append(Problem(field, value,
-                           f"the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r} starts like the prompt option "
-                           f"--{option.flag}, so sd-scripts would also read it as the {option.meaning}",
+                           f"the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r} starts like the prompt "
+                           f"option --{option.flag}, so sd-scripts would also read it as the {option.meaning}",
                            f"reword the start of {field} so the prompt no longer begins with '{option.flag} ' "
                            "(e.g. put a word such as 'a' or 'the' before it)"))
     return out
@@ -177,8 +177,6 @@ def _field_value(spec: Spec, field: str, prompt) -> object:
         return prompt.subject
     if field == "dataset.trigger":
         return spec.dataset.trigger
-    from .prompts import template_field
-
     return template_field(spec, prompt.kind)[1]
 
 
@@ -239,4 +237,5 @@ def _vae_rules(spec: Spec) -> list[Problem]:
 
 
 RULES = (_steps_rules, _precision_rules, _cache_rules, _bucket_rules, _optimizer_rules, _scheduler_rules,
-         _sampling_rules, _saving_rules, _loader_rules, _model_rules, _noise_rules, _network_rules, _vae_rules)
+         _sampling_rules, _prompt_option_rules, _saving_rules, _loader_rules, _model_rules, _noise_rules,
+         _network_rules, _vae_rules)
