@@ -80,7 +80,8 @@ def locate(name: str, home: Path, relative_to: Path | None = None) -> tuple[Path
     if looks_like_path:
         if as_path.is_file():
             return as_path.resolve(), "file"
-        raise BadInput(f"preset file not found: {as_path}. Fix: check the path, or name a preset from `kr presets ls`")
+        raise BadInput(f"preset file not found: {as_path}. Fix: check the path, or name a preset from `kr presets ls`",
+                       file=str(as_path))
     stem = name.removesuffix(".toml")
     for candidate in (stem, stem.removesuffix("-preset")):
         for origin, folder in (("user", workspace.presets_dir(home)), ("built-in", builtin_dir())):
@@ -99,16 +100,18 @@ def load_file_layer(path: Path, origin: str) -> PresetFile:
     try:
         data = load_file(path)
     except TOMLDecodeError as e:
-        raise BadInput(f"preset file {path} is not valid TOML: {e}. Fix: correct the line it names") from None
+        raise BadInput(f"preset file {path} is not valid TOML: {e}. Fix: correct the line it names",
+                       file=str(path)) from None
     except OSError as e:
-        raise BadInput(f"cannot read preset file {path}: {e.strerror}") from None
+        raise BadInput(f"cannot read preset file {path}: {e.strerror}", file=str(path)) from None
     header = data.pop(HEADER, {})
     if not isinstance(header, dict):
-        raise BadInput(f"preset file {path}: [preset] must be a table of header keys ({', '.join(sorted(HEADER_KEYS))})")
+        raise BadInput(f"preset file {path}: [preset] must be a table of header keys ({', '.join(sorted(HEADER_KEYS))})",
+                       file=str(path))
     unknown = set(header) - HEADER_KEYS
     if unknown:
         raise BadInput(f"preset file {path}: unknown header key(s) {', '.join(sorted(unknown))} in [preset]. "
-                       f"Fix: use {', '.join(sorted(HEADER_KEYS))}")
+                       f"Fix: use {', '.join(sorted(HEADER_KEYS))}", file=str(path))
     return PresetFile(path.stem, path, origin, header, data)
 
 
@@ -128,7 +131,7 @@ def load_chain(name: str, home: Path) -> list[PresetFile]:
         if not parent:
             return list(reversed(chain))
         if not isinstance(parent, str):
-            raise BadInput(f"preset file {path}: extends must be a preset name or path, not {parent!r}")
+            raise BadInput(f"preset file {path}: extends must be a preset name or path, not {parent!r}", file=str(path))
         path, origin = locate(parent, home, relative_to=path.parent)
 
 
@@ -197,20 +200,21 @@ def workspace_layer(home: Path) -> dict[str, Any]:
     try:
         body = load_file(path)
     except TOMLDecodeError as e:
-        raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names") from None
+        raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names",
+                       file=str(path)) from None
     except OSError as e:
-        raise BadInput(f"cannot read the workspace config {path}: {e.strerror}") from None
+        raise BadInput(f"cannot read the workspace config {path}: {e.strerror}", file=str(path)) from None
     for group, table in body.items():
         if group not in GROUPS or not isinstance(table, dict):
             close = difflib.get_close_matches(group, sorted(GROUPS), n=1)
             hint = f"did you mean [{close[0]}]? " if close else ""
             raise BadInput(f"the workspace config {path} has [{group}], which is not a spec group. Fix: {hint}use "
-                           f"tables named like the spec's groups ({', '.join(sorted(GROUPS))})")
+                           f"tables named like the spec's groups ({', '.join(sorted(GROUPS))})", file=str(path))
         for key in table:
             try:
                 annotation_at((group, key))
             except BadInput as e:
-                raise BadInput(f"the workspace config {path}: {e.message}") from None
+                raise BadInput(f"the workspace config {path}: {e.message}", file=str(path), field=e.field) from None
     return body
 
 
@@ -328,6 +332,7 @@ def copy_preset(name: str, dest: str, home: Path, *, force: bool = False) -> Pat
     else:
         target = workspace.presets_dir(home) / f"{dest}.toml"
     if target.exists() and not force:
-        raise BadInput(f"{target} already exists; kr does not overwrite. Fix: pick another name or pass --force")
+        raise BadInput(f"{target} already exists; kr does not overwrite. Fix: pick another name or pass --force",
+                       file=str(target))
     atomic.write_bytes(target, source.read_bytes())
     return target.resolve()

@@ -201,3 +201,15 @@ def test_sd_scripts_names_on_the_command_line_note_their_spec_field(kr):
     result = kr("presets", "explain", "marker", "learning_rate=3e-4", "--changed", "--brief", ok=True)
     assert "note: learning_rate is sd-scripts' name; kr calls it optimizer.lr" in result.stderr
     assert any(l.startswith("optimizer.lr") and "override" in l and "0.0003" in l for l in result.stdout.splitlines())
+
+
+def test_json_errors_name_the_preset_file(kr, tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[network\ndim = 4\n")
+    error = json.loads(kr("presets", "validate", str(broken), "--json").stdout)
+    assert error["file"] == str(broken) and "not valid TOML" in error["error"]
+    extends = tmp_path / "child.toml"
+    extends.write_text('[preset]\nextends = "./parent.toml"\n')
+    (tmp_path / "parent.toml").write_text('[network]\ndim = 0\n')
+    error = json.loads(kr("presets", "validate", str(extends), "--json").stdout)
+    assert error["field"] == "network.dim" and error["file"] == str((tmp_path / "parent.toml").resolve())
