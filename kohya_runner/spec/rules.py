@@ -158,6 +158,14 @@ def _prompt_option_rules(spec: Spec) -> list[Problem]:
     (line_to_prompt_dict matches the first piece as well): one problem per field that starts such a prompt."""
     out, blamed = [], set()
     for prompt in sample_prompts(spec):
+        template = template_field(spec, prompt.kind)[0]
+        if " --" in prompt.text and template not in blamed:  # each part is free of " --", but joined…
+            blamed.add(template)
+            out.append(Problem(template, template_field(spec, prompt.kind)[1],
+                               f"filled in, it gives the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r}, "
+                               "which contains ' --', where sd-scripts starts reading prompt options",
+                               "put a space or a word between the placeholders and any '-' beside them"))
+            continue
         option = option_at_start(prompt.text)
         field = start_field(spec, prompt) if option else None
         if option is None or field in blamed:

@@ -52,3 +52,9 @@ def test_prompts_sd_scripts_would_read_as_options_are_refused(data, field, flag)
 
 def test_ordinary_prompts_starting_with_letters_are_fine():
     build_spec({"sampling": {"prompts": ["nice hands", "s three swans", "d dogs"], "template": "{subject} {trigger}"}})
+
+
+def test_a_template_that_joins_into_an_option_marker_is_refused():
+    with pytest.raises(SpecError) as info:
+        build_spec({"sampling": {"prompts": ["a cat -"], "template": "{subject}-w 64 {trigger}"}})
+    assert info.value.problems[0].path == "sampling.template" and "' --'" in info.value.problems[0].message
