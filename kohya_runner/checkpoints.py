@@ -197,11 +197,13 @@ def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None =
 
 
 def clean_name(name: str) -> str:
+    from .spec import file_name_problem  # the one rule for names that become file names
+
     stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
-    if not stem.strip() or "/" in stem or "\\" in stem or stem.startswith(".") or "\x00" in stem:
-        raise BadInput(f"--name {name!r} is not a plain file name. Fix: give a name such as marker-v1 (no folders)")
-    if any(ord(ch) < 32 for ch in stem) or len(stem.encode()) > 120:
-        raise BadInput(f"--name {name!r} has control characters or is longer than 120 bytes. Fix: a short plain name")
+    problem = file_name_problem(stem)
+    if problem:
+        raise BadInput(f"--name {name!r} is not a plain file name: it {problem}. Fix: give a plain name such as "
+                       "marker-v1 (no folders)")
     return stem
 
 

@@ -200,6 +200,8 @@ class Ledger:
             seq = cursor.lastrowid
             ident = f"{prefix}{_slug(name)}-{seq:04d}"
             folder = root / ident
+            if folder.parent != root or ident.startswith((".", "-")):  # _slug makes this impossible; never escape root
+                raise ValueError(f"unsafe {kind} id {ident!r}")
             folder.mkdir(parents=True, exist_ok=False)
             assignments = {f"{kind}_id": ident, f"{kind}_dir": str(folder), **values}
             db.execute(f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in assignments)} WHERE id = ?",

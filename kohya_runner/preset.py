@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from . import atomic, workspace
 from ._toml import TOMLDecodeError, load_file
 from .errors import BadInput
 from .resources import data_dir
-from .spec import Override, Spec, annotation_at, build_spec, describe, is_group, leaf_paths, parse_override
+from .spec import (Override, Spec, SpecError, annotation_at, build_spec, describe, is_group, leaf_paths,
+                   parse_override)
 
 HEADER = "preset"
 HEADER_KEYS = {"description", "intended_use", "dataset_size", "vram", "sd_scripts_commit", "extends"}
@@ -78,7 +80,8 @@ def locate(name: str, home: Path, relative_to: Path | None = None) -> tuple[Path
     if looks_like_path:
         if as_path.is_file():
             return as_path.resolve(), "file"
-        raise BadInput(f"preset file not found: {as_path}. Fix: check the path, or name a preset from `kr presets ls`")
+        raise BadInput(f"preset file not found: {as_path}. Fix: check the path, or name a preset from `kr presets ls`",
+                       file=str(as_path))
     stem = name.removesuffix(".toml")
     for candidate in (stem, stem.removesuffix("-preset")):
         for origin, folder in (("user", workspace.presets_dir(home)), ("built-in", builtin_dir())):
@@ -97,16 +100,18 @@ def load_file_layer(path: Path, origin: str) -> PresetFile:
     try:
         data = load_file(path)
     except TOMLDecodeError as e:
-        raise BadInput(f"preset file {path} is not valid TOML: {e}. Fix: correct the line it names") from None
+        raise BadInput(f"preset file {path} is not valid TOML: {e}. Fix: correct the line it names",
+                       file=str(path)) from None
     except OSError as e:
-        raise BadInput(f"cannot read preset file {path}: {e.strerror}") from None
+        raise BadInput(f"cannot read preset file {path}: {e.strerror}", file=str(path)) from None
     header = data.pop(HEADER, {})
     if not isinstance(header, dict):
-        raise BadInput(f"preset file {path}: [preset] must be a table of header keys ({', '.join(sorted(HEADER_KEYS))})")
+        raise BadInput(f"preset file {path}: [preset] must be a table of header keys ({', '.join(sorted(HEADER_KEYS))})",
+                       file=str(path))
     unknown = set(header) - HEADER_KEYS
     if unknown:
         raise BadInput(f"preset file {path}: unknown header key(s) {', '.join(sorted(unknown))} in [preset]. "
-                       f"Fix: use {', '.join(sorted(HEADER_KEYS))}")
+                       f"Fix: use {', '.join(sorted(HEADER_KEYS))}", file=str(path))
     return PresetFile(path.stem, path, origin, header, data)
 
 
@@ -126,7 +131,7 @@ def load_chain(name: str, home: Path) -> list[PresetFile]:
         if not parent:
             return list(reversed(chain))
         if not isinstance(parent, str):
-            raise BadInput(f"preset file {path}: extends must be a preset name or path, not {parent!r}")
+            raise BadInput(f"preset file {path}: extends must be a preset name or path, not {parent!r}", file=str(path))
         path, origin = locate(parent, home, relative_to=path.parent)
 
 
@@ -153,8 +158,36 @@ def resolve(name: str, home: Path, overrides: list[str] = (), given: dict[str, A
     for override in parse_overrides(overrides):
         set_path(data, override.path, override.value)
         sources[_source_key(override.path)] = "override"
-    spec = build_spec(data, source=f"preset {chain[-1].label}" + (" with overrides" if overrides else ""))
+        if override.note:
+            _note(override.note)
+    try:
+        spec = build_spec(data, source=f"preset {chain[-1].label}" + (" with overrides" if overrides else ""))
+    except SpecError as error:
+        error.file = error.file or blamed_file(chain, sources, error.field, home)
+        raise
     return Resolved(spec, chain, sources)
+
+
+def blamed_file(chain: list[PresetFile], sources: dict[str, str], field: str | None, home: Path) -> str | None:
+    """The preset file (or workspace config) whose layer set `field`, e.g. 'sampling.prompts[1]' → the file
+    that set sampling.prompts; None when the command line or kr's defaults set it. Raises nothing."""
+    if not field:
+        return None
+    parts = field.split("[")[0].split(".")
+    label = next((sources[k] for k in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if k in sources), None)
+    if label == WORKSPACE_LAYER:
+        return str(workspace.config_file(home))
+    return next((str(layer.path) for layer in chain if layer.label == label), None)
+
+
+_NOTED: set[str] = set()
+
+
+def _note(text: str) -> None:
+    """A one-line note on stderr, once per process (a sweep resolves the same overrides for every member)."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(text, file=sys.stderr, flush=True)
 
 
 def workspace_layer(home: Path) -> dict[str, Any]:
@@ -167,20 +200,21 @@ def workspace_layer(home: Path) -> dict[str, Any]:
     try:
         body = load_file(path)
     except TOMLDecodeError as e:
-        raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names") from None
+        raise BadInput(f"the workspace config {path} is not valid TOML: {e}. Fix: correct the line it names",
+                       file=str(path)) from None
     except OSError as e:
-        raise BadInput(f"cannot read the workspace config {path}: {e.strerror}") from None
+        raise BadInput(f"cannot read the workspace config {path}: {e.strerror}", file=str(path)) from None
     for group, table in body.items():
         if group not in GROUPS or not isinstance(table, dict):
             close = difflib.get_close_matches(group, sorted(GROUPS), n=1)
             hint = f"did you mean [{close[0]}]? " if close else ""
             raise BadInput(f"the workspace config {path} has [{group}], which is not a spec group. Fix: {hint}use "
-                           f"tables named like the spec's groups ({', '.join(sorted(GROUPS))})")
+                           f"tables named like the spec's groups ({', '.join(sorted(GROUPS))})", file=str(path))
         for key in table:
             try:
                 annotation_at((group, key))
             except BadInput as e:
-                raise BadInput(f"the workspace config {path}: {e.message}") from None
+                raise BadInput(f"the workspace config {path}: {e.message}", file=str(path), field=e.field) from None
     return body
 
 
@@ -191,11 +225,12 @@ def parse_overrides(texts: list[str]) -> list[Override]:
         try:
             parsed.append(parse_override(text))
         except BadInput as e:
-            problems.append(e.message)
+            problems.append(e)
     if len(problems) == 1:
-        raise BadInput(problems[0])
+        raise problems[0]
     if problems:
-        raise BadInput(f"{len(problems)} overrides are wrong:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise BadInput(f"{len(problems)} overrides are wrong:\n" + "\n".join(f"  - {p.message}" for p in problems),
+                       field=problems[0].field)
     return parsed
 
 
@@ -269,12 +304,21 @@ def explain(resolved: Resolved) -> list[ExplainRow]:
     return rows
 
 
-def validate_file(path: Path, home: Path) -> Resolved:
-    """Validate a user's preset file (and what it extends) without needing a dataset or a base.
-    Raises BadInput for a missing file, SpecError (a BadInput) for an invalid spec."""
-    if not path.is_file():
-        raise BadInput(f"file not found: {path}. Fix: give the path of a preset TOML file")
-    return resolve(str(path if "/" in str(path) else f"./{path}"), home)
+def validate(name: str, home: Path) -> Resolved:
+    """Validate a preset by name or file (and what it extends) with every check `kr render` makes, without
+    needing a dataset or a base. Raises BadInput for an unknown preset or missing file, SpecError (a BadInput)
+    for an invalid spec or rendered options sd-scripts would refuse or ignore."""
+    from . import render
+
+    if Path(name).expanduser().is_file() and "/" not in name:
+        name = f"./{name}"  # a file in this folder, even without .toml
+    resolved = resolve(name, home)
+    try:
+        render.check_spec(resolved.spec, home)
+    except SpecError as error:
+        error.file = error.file or blamed_file(resolved.chain, resolved.sources, error.field, home)
+        raise
+    return resolved
 
 
 def copy_preset(name: str, dest: str, home: Path, *, force: bool = False) -> Path:
@@ -288,6 +332,7 @@ def copy_preset(name: str, dest: str, home: Path, *, force: bool = False) -> Pat
     else:
         target = workspace.presets_dir(home) / f"{dest}.toml"
     if target.exists() and not force:
-        raise BadInput(f"{target} already exists; kr does not overwrite. Fix: pick another name or pass --force")
+        raise BadInput(f"{target} already exists; kr does not overwrite. Fix: pick another name or pass --force",
+                       file=str(target))
     atomic.write_bytes(target, source.read_bytes())
     return target.resolve()

@@ -151,37 +151,38 @@ def resolve_base(spec: Spec, home: Path) -> str:
     base = spec.model.base
     if base is None:
         raise BadInput("no base model given. Fix: pass --base /path/to/model.safetensors "
-                       "(or model.base=… ; `--base tiny` uses kr's built-in tiny model)")
+                       "(or model.base=… ; `--base tiny` uses kr's built-in tiny model)", field="model.base")
     if base == "tiny":
         tiny = workspace.tiny_base_dir(home, spec.model.family)
         if not (tiny / "model_index.json").is_file():
             raise BadInput(f"the built-in tiny {spec.model.family} base is not built yet ({tiny}). "
-                           "Fix: run `kr base tiny` (or `kr demo`, which builds it)")
+                           "Fix: run `kr base tiny` (or `kr demo`, which builds it)", field="model.base")
         return str(tiny)
     path = Path(base).expanduser()
     if not path.exists():
         if options.looks_like_hub_id(base):
             raise BadInput(f"model.base {base!r} looks like a Hugging Face Hub id; kr never downloads. "
-                           "Fix: pass the path of a local .safetensors file or Diffusers folder")
+                           "Fix: pass the path of a local .safetensors file or Diffusers folder", field="model.base")
         raise BadInput(f"base model not found: {path}. Fix: pass --base with the path of an existing "
-                       ".safetensors/.ckpt file or a Diffusers folder")
+                       ".safetensors/.ckpt file or a Diffusers folder", field="model.base")
     if path.is_dir() and not (path / "model_index.json").is_file():
         raise BadInput(f"base model folder {path} has no model_index.json, so it is not a Diffusers model. "
-                       "Fix: pass the .safetensors file itself, or the Diffusers folder")
+                       "Fix: pass the .safetensors file itself, or the Diffusers folder", field="model.base")
     # Real path: SDXL resolves a symlink with one readlink, relative to the CWD (§6.1).
     return str(path.resolve())
 
 
 def resolve_dataset_dir(spec: Spec) -> Path:
     if spec.dataset.dir is None:
-        raise BadInput("no dataset folder given. Fix: pass --dataset /path/to/images (or dataset.dir=…)")
+        raise BadInput("no dataset folder given. Fix: pass --dataset /path/to/images (or dataset.dir=…)",
+                       field="dataset.dir")
     path = Path(spec.dataset.dir).expanduser()
     if not path.exists():
         raise BadInput(f"dataset folder not found: {path}. Fix: pass --dataset with the folder that holds "
-                       "the images and their caption files")
+                       "the images and their caption files", field="dataset.dir")
     if not path.is_dir():
         raise BadInput(f"dataset path is not a folder: {path}. Fix: pass the folder that holds the images, "
-                       "not a single file")
+                       "not a single file", field="dataset.dir")
     return path.resolve()
 
 
@@ -191,8 +192,9 @@ def _optional_file(value: str | None, field: str) -> str | None:
     path = Path(value).expanduser()
     if not path.exists():
         if options.looks_like_hub_id(value):
-            raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path")
-        raise BadInput(f"{field} not found: {path}. Fix: give the path of an existing file")
+            raise BadInput(f"{field} {value!r} looks like a Hub id; kr never downloads. Fix: give a local path",
+                           field=field)
+        raise BadInput(f"{field} not found: {path}. Fix: give the path of an existing file", field=field)
     return str(path.resolve())
 
 
@@ -213,6 +215,27 @@ def render_paths(spec: Spec, out_dir: Path, home: Path, *, image_dir: Path | Non
         log_prefix=log_prefix or f"{run_id or 'kr'}_",
         run_id=run_id,
     )
+
+
+def placeholder_paths(spec: Spec, home: Path) -> RenderPaths:
+    """Paths for checking a spec without a dataset, a base or a run folder: the spec's own values where it
+    has them, else placeholders under a folder nothing ever writes to. Raises nothing."""
+    where = Path("/nonexistent/kr-validate")
+    folder = runfolder.of(where)
+    return RenderPaths(
+        config_file=where / CONFIG_FILE, dataset_config=where / DATASET_FILE, sample_prompts=where / PROMPTS_FILE,
+        output_dir=folder.output, logging_dir=folder.logs, tokenizer_cache_dir=tokenizers.folder_for(home, spec),
+        image_dir=Path(spec.dataset.dir or where / "images"),
+        base=spec.model.base if spec.model.base not in (None, "tiny") else str(where / "base.safetensors"),
+        vae=spec.model.vae, network_weights=spec.network.weights, log_prefix=f"{spec.output_name}_", run_id="check")
+
+
+def check_spec(spec: Spec, home: Path) -> None:
+    """Every check `kr render` makes on the spec's own values, with nothing written and no dataset or base
+    needed (they are not looked at): option names and values against the pinned manifest, refused options
+    (off-machine logging, kr's own), the dataset TOML schema, TOML read-back and the prompt lines.
+    Raises SpecError / BadInput as render does."""
+    render_texts(spec, placeholder_paths(spec, home))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,7 +305,8 @@ def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str
     args = training_args(spec, paths)
     check_args(spec, args)
     dataset_doc = dataset_config(spec, paths)
-    prompt_lines = prompts.sample_prompt_lines(spec, sample_prompts(spec))
+    samples = sample_prompts(spec)
+    prompt_lines = prompts.sample_prompt_lines(spec, samples)
     try:
         texts = {
             CONFIG_FILE: _render_template("config.toml.j2", script=options.script_for(spec.model.family),
@@ -295,6 +319,7 @@ def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str
         raise BadInput(f"a value cannot be written so that sd-scripts' TOML reader (toml 0.10.2) reads it back "
                        f"unchanged: {e}. Fix: change that text (e.g. do not start it with two quote characters)") from None
     verify_texts(texts, args.as_dict(), dataset_doc, prompt_lines)
+    verify_prompts(spec, samples, texts[PROMPTS_FILE])
     return args, texts
 
 
@@ -316,9 +341,30 @@ def verify_texts(texts: dict[str, str], expected_args: dict[str, Any], dataset_d
     schema_problems = check_dataset_config(dataset_doc)
     if schema_problems:
         raise Failed("internal error: dataset.toml breaks sd-scripts' schema: " + "; ".join(schema_problems))
-    read_lines = [l.strip() for l in texts[PROMPTS_FILE].splitlines(keepends=True) if l.strip() and l[0] != "#"]
-    if [l.strip() for l in prompt_lines] != read_lines:
+    if [l.strip() for l in prompt_lines] != prompts.read_prompt_file(texts[PROMPTS_FILE]):
         raise Failed("internal error: sample_prompts.txt does not read back line for line; please report it")
+
+
+def verify_prompts(spec: Spec, samples: list, text: str) -> None:
+    """Read sample_prompts.txt the way sd-scripts does, every ' --' piece from the FIRST one (the prompt) on,
+    and demand exactly the intended prompt and options. Raises SpecError (exit 2) naming the field that
+    starts a prompt sd-scripts would read differently (the spec rules refuse the known cases earlier)."""
+    from .spec.prompts import start_field
+
+    problems = []
+    for sample, line in zip(samples, prompts.read_prompt_file(text), strict=True):
+        read, wanted = prompts.parse_prompt_line(line), prompts.intended_prompt_dict(spec, sample)
+        if read != wanted:
+            differs = sorted(k for k in read.keys() | wanted.keys() if read.get(k) != wanted.get(k))
+            field = "sampling.negative_prompt" if differs == ["negative_prompt"] and spec.sampling.negative_prompt \
+                else start_field(spec, sample)
+            seen = ", ".join(f"{k}={read.get(k)!r}" for k in differs)
+            flags = ", ".join(option.flag for option in prompts.PROMPT_OPTIONS)
+            problems.append(Problem(field, sample.text, f"sd-scripts would read this {sample.kind} sample prompt's "
+                                    f"line with different {', '.join(differs)} ({seen})",
+                                    f"reword the start so it is not one of {flags} followed by a space"))
+    if problems:
+        raise SpecError(problems, "the sample prompts")
 
 
 def write_files(out_dir: Path, texts: dict[str, str], *, force: bool = False) -> list[Path]:

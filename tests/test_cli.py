@@ -105,3 +105,44 @@ def test_open_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monk
     assert settled == []
     open_ledger(tmp_path)
     assert settled == [tmp_path]
+
+
+def test_json_errors_are_an_object_on_stdout_with_the_same_exit_code(home, tmp_path, base_file, dataset_dir):
+    """Before: --json on an error printed nothing on stdout."""
+    cases = [  # (args, field)
+        (("render", "marker", "--dataset", dataset_dir, "--base", base_file, "-o", tmp_path / "o", "network.dim=0"),
+         "network.dim"),
+        (("render", "marker", "--dataset", tmp_path / "none", "--base", base_file, "-o", tmp_path / "o"), "dataset.dir"),
+        (("presets", "explain", "marker", "optimizer.lrr=1"), "optimizer.lrr"),
+        (("presets", "validate", "nope"), None),
+    ]
+    for args, field in cases:
+        result = run_kr(*args, "--json")
+        error = json.loads(result.stdout)
+        assert result.returncode == 2 and error["exit_code"] == 2, args
+        assert error["schema"] == "kr.error/1" and error["error"] and error["field"] == field, (args, error)
+        assert error["fix"] and "file" in error, (args, error)
+        assert result.stderr.startswith("Error: ") and error["error"] in result.stderr
+    usage = run_kr("render", "marker", "--bogus", "--json")
+    assert usage.returncode == 2 and json.loads(usage.stdout)["schema"] == "kr.error/1"
+
+
+def test_home_is_accepted_after_the_command(home, tmp_path):
+    """Before: `kr runs ls --home DIR` was "No such option: --home"."""
+    for args in (("runs", "ls"), ("runs", "show", "nothing"), ("presets", "ls"), ("report", "nothing"),
+                 ("sweep", "ls"), ("vendor", "status")):
+        result = run_kr(*args, "--home", tmp_path / "there", env={"KR_HOME": str(tmp_path / "env")})
+        assert "No such option" not in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "env").exists()
+    ls = run_kr("runs", "ls", "--home", tmp_path / "there", "--json")
+    assert ls.returncode == 0
+
+
+def test_name_flag_sets_the_run_name(home, tmp_path, base_file, dataset_dir):
+    result = run_kr("render", "marker", "--dataset", dataset_dir, "--base", base_file, "-o", tmp_path / "o",
+                    "--name", "client-a", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "output_name = \"client-a\"" in (tmp_path / "o" / "config.toml").read_text()
+    refused = run_kr("render", "marker", "--dataset", dataset_dir, "--base", base_file, "-o", tmp_path / "p",
+                     "--name", "../client-a")
+    assert refused.returncode == 2 and "name = '../client-a'" in refused.stderr and not (tmp_path / "p").exists()

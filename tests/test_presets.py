@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -168,3 +169,47 @@ def test_validate(kr, tmp_path):
     assert result.exit_code == 2
     assert "optimizer.lr = 0.0001" in result.stderr and "scheduler.warmup_steps = 10" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_validate_runs_the_render_checks_and_names_the_file(kr, tmp_path):
+    """Before: `presets validate` said ok to a misspelled [sd_scripts] key and to log_with = "wandb"."""
+    for body, words in (('[sd_scripts]\nnot_an_option = 1\n', ["sd_scripts.not_an_option", "not an sd-scripts option"]),
+                        ('[sd_scripts]\nlog_with = "wandb"\n', ["wandb", "off the machine"]),
+                        ('[sd_scripts]\nlearning_rate = 1e-4\n', ["set optimizer.lr instead"]),
+                        ('[optimizer]\nlearning_rate = 1e-4\n', ["did you mean optimizer.lr?"]),
+                        ('[sampling]\nprompts = ["n ugly hands"]\n', ["sampling.prompts[0]", "--n"]),
+                        ('[saving]\noutput_name = "../up"\n', ["saving.output_name", "Fix:"])):
+        path = tmp_path / "p.toml"
+        path.write_text('[preset]\nextends = "marker"\n' + body)
+        result = kr("presets", "validate", str(path))
+        assert result.exit_code == 2 and all(w in result.stderr for w in words), (body, result.stderr)
+        error = json.loads(kr("presets", "validate", str(path), "--json").stdout)
+        assert error["schema"] == "kr.error/1" and error["file"] == str(path.resolve()), (body, error)
+
+
+def test_validate_takes_preset_names_and_files_in_this_folder(kr, tmp_path, monkeypatch):
+    for name in ("marker", "tiny-demo", "sd15-lora"):
+        assert f"{name}: ok" in kr("presets", "validate", name, ok=True).stdout
+    (tmp_path / "mine").write_text('[preset]\nextends = "marker"\n[network]\ndim = 8\n')
+    monkeypatch.chdir(tmp_path)
+    assert "mine: ok (sdxl-lora → marker → mine" in kr("presets", "validate", "mine", ok=True).stdout
+    result = kr("presets", "validate", "markr")
+    assert result.exit_code == 2 and "Did you mean 'marker'" in result.stderr
+
+
+def test_sd_scripts_names_on_the_command_line_note_their_spec_field(kr):
+    result = kr("presets", "explain", "marker", "learning_rate=3e-4", "--changed", "--brief", ok=True)
+    assert "note: learning_rate is sd-scripts' name; kr calls it optimizer.lr" in result.stderr
+    assert any(l.startswith("optimizer.lr") and "override" in l and "0.0003" in l for l in result.stdout.splitlines())
+
+
+def test_json_errors_name_the_preset_file(kr, tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[network\ndim = 4\n")
+    error = json.loads(kr("presets", "validate", str(broken), "--json").stdout)
+    assert error["file"] == str(broken) and "not valid TOML" in error["error"]
+    extends = tmp_path / "child.toml"
+    extends.write_text('[preset]\nextends = "./parent.toml"\n')
+    (tmp_path / "parent.toml").write_text('[network]\ndim = 0\n')
+    error = json.loads(kr("presets", "validate", str(extends), "--json").stdout)
+    assert error["field"] == "network.dim" and error["file"] == str((tmp_path / "parent.toml").resolve())

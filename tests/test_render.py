@@ -13,7 +13,8 @@ import toml
 
 from kohya_runner import preset, render
 from kohya_runner.errors import BadInput
-from kohya_runner.spec import sample_prompts
+from kohya_runner.spec import SpecError, sample_prompts
+from kohya_runner.spec._checks import file_name_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,8 +203,8 @@ def expected_rejection(field: str, text: str) -> bool:
         return True  # would add a line to the prompts file or a log
     if field in PROMPT_FIELDS and " --" in text:
         return True  # sd-scripts would read the rest as a prompt option
-    if field == "saving.output_name" and ("/" in text or "\\" in text or text.startswith(".")):
-        return True  # becomes a file name
+    if field in ("saving.output_name", "name") and file_name_problem(text):
+        return True  # becomes a file name (no folders, no leading '.', '-' or space, no control characters)
     if field == "sampling.prompts" and text.strip().startswith("#"):
         return True  # its no-trigger line would start with '#', which sd-scripts skips
     return False
@@ -250,8 +251,9 @@ def test_hostile_strings(field, text, home, tmp_path, dataset_dir, base_file):
     args, dataset, prompt_lines = _read_back(rendered, spec)
     from kohya_runner.sdscripts.prompts import parse_prompt_line
 
-    parsed = [parse_prompt_line(line) for line in prompt_lines]
-    assert all(set(p) == {"prompt", "n", "w", "h", "d", "s", "l"} for p in parsed), "no option may be injected"
+    parsed = [parse_prompt_line(line.strip()) for line in prompt_lines]
+    keys = {"prompt", "negative_prompt", "width", "height", "seed", "sample_steps", "scale"}
+    assert all(set(p) == keys for p in parsed), "no option may be injected"
     if field == "dataset.caption_prefix":
         assert dataset["datasets"][0]["subsets"][0]["caption_prefix"] == text
     elif field == "privacy.training_comment":
@@ -260,13 +262,13 @@ def test_hostile_strings(field, text, home, tmp_path, dataset_dir, base_file):
         assert args["output_name"] == text
     elif field == "dataset.trigger":
         expected = [p.text.strip() for p in sample_prompts(spec)]
-        assert [p["prompt"] for p in parsed] == expected
+        assert [p["prompt"].strip() for p in parsed] == expected
         assert expected[:len(spec.sampling.prompts)] == [f"in the style of {text}, {s}".strip() for s in spec.sampling.prompts]
     elif field == "sampling.negative_prompt":
-        assert all(p["n"] == text.strip() for p in parsed)
+        assert all(p["negative_prompt"] == text for p in parsed)
     elif field == "sampling.prompts":
-        assert parsed[0]["prompt"] == f"in the style of TOK, {text}".strip()
-        assert parsed[len(spec.sampling.prompts)]["prompt"] == text.strip()  # the no-trigger form
+        assert parsed[0]["prompt"] == f"in the style of TOK, {text}"
+        assert parsed[len(spec.sampling.prompts)]["prompt"] == text.lstrip()  # the no-trigger form
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
@@ -303,3 +305,19 @@ def test_optimizer_string_args_are_quoted_for_literal_eval(home, tmp_path, datas
     parsed = dict(item.split("=", 1) for item in args["optimizer_args"])
     assert ast.literal_eval(parsed["name"]) == "it's \"odd\" # x"
     assert ast.literal_eval(parsed["decouple"]) is True
+
+
+def test_prompt_read_back_starts_at_the_first_piece():
+    """render reads sample_prompts.txt as sd-scripts does, the prompt piece included: a line whose prompt
+    sd-scripts would read as an option is refused naming the field, even past the spec rules."""
+    from kohya_runner.spec import build_spec
+    from kohya_runner.sdscripts.prompts import sample_prompt_lines
+
+    spec = build_spec({"sampling": {"prompts": ["a cat"], "template": "{subject}", "without_trigger": False}})
+    samples = sample_prompts(spec)
+    good = "\n".join(sample_prompt_lines(spec, samples)) + "\n"
+    render.verify_prompts(spec, samples, good)
+    hostile = good.replace("a cat", "n cat", 1)
+    with pytest.raises(SpecError) as info:
+        render.verify_prompts(spec, samples, hostile)
+    assert info.value.problems[0].path == "sampling.prompts[0]" and "negative_prompt" in info.value.message

@@ -44,7 +44,9 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attribute = target[0].split(":")
-        return getattr(importlib.import_module(module), attribute)
+        from .common import accept_home_everywhere
+
+        return accept_home_everywhere(getattr(importlib.import_module(module), attribute))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -78,22 +80,27 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    as_json = "--json" in (args[:args.index("--")] if "--" in args else args)
     try:
         cli.main(args=argv, prog_name="kr", standalone_mode=False)
     except KrError as e:
         if debug:
             raise
-        click.echo(f"Error: {e.message}", err=True)
-        sys.exit(e.exit_code)
+        _fail(f"Error: {e.message}", e.exit_code, as_json, error_object(e))
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
+        code = 2 if isinstance(e, click.UsageError) else e.exit_code
+        if as_json:
+            print_error_object({"error": e.format_message(), "field": None, "file": None,
+                                "fix": "see `kr COMMAND --help`", "exit_code": code})
         e.show()
-        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+        sys.exit(code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
@@ -106,6 +113,34 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug in kr: one line, and the way to see more
         if debug:
             raise
-        click.echo(f"Error: internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the "
-                   "traceback, and please report it.", err=True)
-        sys.exit(1)
+        message = (f"internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the traceback, and "
+                   "please report it.")
+        _fail(f"Error: {message}", 1, as_json,
+              {"error": message, "field": None, "file": None, "fix": None, "exit_code": 1})
+
+
+def _fail(paragraph: str, exit_code: int, as_json: bool, obj: dict) -> None:
+    """The error paragraph on stderr (always), the JSON error object on stdout with --json, and the exit code."""
+    if as_json:
+        print_error_object(obj)
+    click.echo(paragraph, err=True)
+    sys.exit(exit_code)
+
+
+def error_object(error: KrError) -> dict:
+    """A KrError as `--json` prints it: the message, the dotted spec field, the file and the fix (or null);
+    a spec with several problems lists each under "problems"."""
+    fix = error.fix
+    if fix is None and "Fix: " in error.message:
+        fix = error.message.rsplit("Fix: ", 1)[1].strip() or None
+    obj = {"error": error.message, "field": error.field, "file": error.file, "fix": fix, "exit_code": error.exit_code}
+    problems = getattr(error, "problems", None)
+    if problems:
+        obj["problems"] = [{"field": p.path, "message": p.message, "fix": p.fix or None} for p in problems]
+    return obj
+
+
+def print_error_object(obj: dict) -> None:
+    from .common import print_json
+
+    print_json(obj, schema="error")

@@ -16,6 +16,33 @@ def home(ctx: click.Context) -> Path:
     return workspace.home((ctx.find_root().obj or {}).get("home"))
 
 
+def _set_home(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        root = ctx.find_root()
+        if not isinstance(root.obj, dict):
+            root.obj = {}
+        root.obj["home"] = value  # the one place home() reads, whichever command level it was typed at
+
+
+def home_option() -> click.Option:
+    """--home after the command (`kr runs show X --home DIR`), as well as before it; no envvar here, so
+    KR_HOME never overrides a --home typed before the command."""
+    return click.Option(["--home"], type=click.Path(file_okay=False), expose_value=False, callback=_set_home,
+                        help="Workspace folder (env KR_HOME); also accepted before the command.")
+
+
+def accept_home_everywhere(command: click.Command) -> click.Command:
+    """Give `command`, and every subcommand of a group, a --home option (once; commands are module singletons)."""
+    if not getattr(command, "_kr_home_option", False):
+        if not any(param.name == "home" for param in command.params):
+            command.params.append(home_option())
+        command._kr_home_option = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_home_everywhere(sub)
+    return command
+
+
 def print_json(data: Any, schema: str | None = None) -> None:
     """Print data as indented JSON; with `schema` ("vendor-status"), a dict gains "schema": "kr.vendor-status/1"
     first, the versioned shape every `--json` output carries (a schema the data names itself is kept)."""

@@ -16,8 +16,10 @@ Examples:
 @click.argument("overrides", nargs=-1)
 @click.option("--detach", is_flag=True, help="Run in the background; follow with `kr runs tail ID`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final ledger row as JSON.")
+@click.option("--name", "run_name", type=str,
+              help="Run name (spec `name`): the run id and the LoRA files are named after it; default: the preset's.")
 @click.pass_context
-def demo(ctx, overrides, detach, as_json):
+def demo(ctx, overrides, detach, as_json, run_name):
     """Train a small marker-style LoRA on the CPU: no GPU, no sd-scripts, no network (about a minute)."""
     from .. import preset, workspace
     from ..run import RunOptions
@@ -29,6 +31,6 @@ def demo(ctx, overrides, detach, as_json):
         click.echo("preparing the tiny SDXL base and 16 demo images (once)…")
     build_tiny_base(workspace.tiny_base_dir(root, "sdxl"), "sdxl")
     images = make_demo_dataset(root / "demo" / "marker-images")
-    resolved = preset.resolve("tiny-demo", root, list(overrides), {"dataset.dir": str(images)})
+    resolved = preset.resolve("tiny-demo", root, list(overrides), {"dataset.dir": str(images), "name": run_name})
     execute(root, resolved.spec, RunOptions(preset="tiny-demo", backend="tiny", gpus=[]), detach=detach,
             as_json=as_json)

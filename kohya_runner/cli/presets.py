@@ -13,7 +13,7 @@ Examples:
   kr presets show marker
   kr presets cp marker my-marker          copy into your presets folder, then edit it
   kr presets explain marker network.dim=32 --changed
-  kr presets validate ./my-marker.toml"""
+  kr presets validate ./my-marker.toml          or a preset name: kr presets validate marker"""
 
 
 @click.group(epilog=EXAMPLES)
@@ -101,19 +101,19 @@ def explain(ctx: click.Context, name: str, overrides: tuple[str, ...], changed: 
             click.echo(f"    {row.description}")
 
 
-@presets.command("validate", epilog="Example:\n\n  kr presets validate ./my-marker.toml")
-@click.argument("file", type=click.Path(dir_okay=False))
+@presets.command("validate", epilog="Examples:\n\n  kr presets validate ./my-marker.toml\n\n  kr presets validate marker")
+@click.argument("name", metavar="PRESET")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def validate(ctx: click.Context, file: str, as_json: bool) -> None:
-    """Check a preset file and what it extends: keys, types, ranges and cross-field rules."""
-    from pathlib import Path
-
+def validate(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Check a preset (a name or a .toml file) and what it extends with every check `kr render` makes:
+    keys, types, ranges, cross-field rules and the rendered sd-scripts options. No dataset or base needed."""
     from .. import preset
 
-    resolved = preset.validate_file(Path(file), home(ctx))
+    resolved = preset.validate(name, home(ctx))
     if as_json:
-        print_json({"ok": True, "file": file, "chain": [p.label for p in resolved.chain],
-                    "spec_hash": resolved.spec.hash()}, schema="preset-validate")
+        print_json({"ok": True, "preset": resolved.preset.name, "file": str(resolved.preset.path),
+                    "chain": [p.label for p in resolved.chain], "spec_hash": resolved.spec.hash()},
+                   schema="preset-validate")
         return
-    click.echo(f"{file}: ok ({' → '.join(p.name for p in resolved.chain)}, spec {resolved.spec.hash()})")
+    click.echo(f"{name}: ok ({' → '.join(p.name for p in resolved.chain)}, spec {resolved.spec.hash()})")

@@ -21,8 +21,10 @@ Examples:
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default ./kr-render-PRESET).")
 @click.option("--force", is_flag=True, help="Replace files kr rendered there before.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--name", "run_name", type=str,
+              help="Run name (spec `name`): the run id and the LoRA files are named after it; default: the preset's.")
 @click.pass_context
-def render(ctx, preset_name, overrides, dataset_dir, base, out_dir, force, as_json):
+def render(ctx, preset_name, overrides, dataset_dir, base, out_dir, force, as_json, run_name):
     """Write config.toml, dataset.toml and sample_prompts.txt for sd-scripts, and print the launch command.
 
     OVERRIDES are key.path=value pairs typed by the spec, e.g. optimizer.lr=2e-4.
@@ -32,7 +34,8 @@ def render(ctx, preset_name, overrides, dataset_dir, base, out_dir, force, as_js
     from .. import preset, render as render_mod
 
     root = home(ctx)
-    resolved = preset.resolve(preset_name, root, list(overrides), {"dataset.dir": dataset_dir, "model.base": base})
+    resolved = preset.resolve(preset_name, root, list(overrides), {"dataset.dir": dataset_dir, "model.base": base,
+                                                                    "name": run_name})
     target = Path(out_dir) if out_dir else Path(f"kr-render-{resolved.preset.name}")
     rendered = render_mod.render(resolved.spec, target, root, force=force, log_prefix=f"{resolved.spec.output_name}_")
     if as_json:

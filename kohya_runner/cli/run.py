@@ -43,8 +43,10 @@ def gpu_list(value: str) -> list[int]:
 @click.option("--detach", is_flag=True, help="Keep running without this terminal; re-attach with `kr runs tail ID`.")
 @click.option("--skip-check", is_flag=True, help="Launch even if `kr dataset check` finds errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final ledger row as JSON.")
+@click.option("--name", "run_name", type=str,
+              help="Run name (spec `name`): the run id and the LoRA files are named after it; default: the preset's.")
 @click.pass_context
-def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json):
+def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json, run_name):
     """Train a LoRA: render the preset, launch the trainer, follow it, archive the result.
 
     OVERRIDES are key.path=value pairs typed by the spec, e.g. network.dim=32.
@@ -53,7 +55,8 @@ def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, sk
     from ..run import RunOptions
 
     root = home(ctx)
-    resolved = preset.resolve(preset_name, root, list(overrides), {"dataset.dir": dataset_dir, "model.base": base})
+    resolved = preset.resolve(preset_name, root, list(overrides), {"dataset.dir": dataset_dir, "model.base": base,
+                                                                    "name": run_name})
     options = RunOptions(preset=resolved.preset.name, backend=trainer, gpus=gpu_option(gpu))
     execute(root, resolved.spec, options, detach=detach, as_json=as_json, skip_check=skip_check)
 

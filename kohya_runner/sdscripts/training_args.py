@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .options import coerce_raw_option, script_for
+from .options import MANAGED_BY_KR, coerce_raw_option, script_for
 
 
 @dataclass
@@ -56,6 +56,37 @@ class TrainingArgs:
         for entry in self.entries:
             order.setdefault(entry.section, []).append(entry)
         return list(order.items())
+
+
+# Options kr writes into dataset.toml from the spec; sd-scripts takes most of them as options too.
+DATASET_OPTIONS = {
+    "train_data_dir": "dataset.dir", "num_repeats": "dataset.repeats", "train_batch_size": "dataset.batch_size",
+    "caption_extension": "dataset.caption_extension", "shuffle_caption": "dataset.shuffle_caption",
+    "keep_tokens": "dataset.keep_tokens", "keep_tokens_separator": "dataset.keep_tokens_separator",
+    "caption_dropout_rate": "dataset.caption_dropout_rate",
+    "caption_tag_dropout_rate": "dataset.caption_tag_dropout_rate",
+    "caption_prefix": "dataset.caption_prefix", "caption_suffix": "dataset.caption_suffix",
+    "color_aug": "dataset.color_aug", "flip_aug": "dataset.flip_aug", "random_crop": "dataset.random_crop",
+    "enable_bucket": "dataset.enable_bucket", "min_bucket_reso": "dataset.min_bucket_reso",
+    "max_bucket_reso": "dataset.max_bucket_reso", "bucket_reso_steps": "dataset.bucket_reso_steps",
+    "bucket_no_upscale": "dataset.bucket_no_upscale",
+}
+
+# Options whose value has another shape in the spec (a list of "k=v" vs a table, a flag vs a choice, a file vs
+# subjects, sd-scripts' parent of "10_name" folders vs the image folder itself): typing the sd-scripts name
+# with an sd-scripts value cannot simply be moved to the spec field.
+RESHAPED = {"network_args", "optimizer_args", "lr_scheduler_args", "text_encoder_lr", "sdpa", "xformers",
+            "mem_eff_attn", "no_metadata", "console_log_simple", "sample_prompts", "train_data_dir"}
+
+
+def option_fields(spec) -> dict[str, str]:
+    """Every sd-scripts option the spec owns → its spec path, e.g. learning_rate → optimizer.lr; "kr" for the
+    options kr sets itself. Built from training_args itself (its `.owned`), so the two never disagree."""
+    blank = Path()
+    paths = RenderPaths(blank, blank, blank, blank, blank, blank, blank, base="", log_prefix="", run_id="x",
+                        resume="x")
+    owned = training_args(spec, paths).owned
+    return {**{key: "kr" for key in MANAGED_BY_KR}, **DATASET_OPTIONS, **owned}
 
 
 def training_args(spec, paths: RenderPaths) -> TrainingArgs:

@@ -30,10 +30,12 @@ class Problem:
 class SpecError(BadInput):
     """Every problem of a spec at once; a BadInput, so the CLI exits 2 with the list."""
 
-    def __init__(self, problems: list[Problem], source: str = "the run spec"):
+    def __init__(self, problems: list[Problem], source: str = "the run spec", file: str | None = None):
         self.problems = problems
         lines = "\n".join(f"  - {p.render()}" for p in problems)
-        super().__init__(f"{source} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}")
+        super().__init__(f"{source} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}",
+                         field=problems[0].path if problems else None, file=file,
+                         fix=problems[0].fix or None if problems else None)
 
 
 _MISSING = object()  # a problem about a key, not a value: render() shows no "= value"
@@ -63,7 +65,7 @@ def problems_from_validation(error: ValidationError) -> list[Problem]:
         elif item["type"] == "literal_error":
             fix = f"use one of the listed values, e.g. {path}={_first_literal(item)}"
         else:
-            fix = _example_fix(loc)
+            fix = (item.get("ctx") or {}).get("fix") or _example_fix(loc)
         problems.append(Problem(path, value, message, fix))
     return problems
 
@@ -94,6 +96,13 @@ def _unknown_key_message(loc: list[str]) -> tuple[str, str]:
     known = _field_names(loc[:-1])
     close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
     message = "unknown key (sd-scripts would ignore it silently; kr refuses it)"
+    from .overrides import sd_scripts_hint
+
+    # In a file the key is refused with the exact spec field, not taken: a kept, shared preset should use
+    # one name per setting, so `presets explain` and run diffs read the same everywhere.
+    hint = sd_scripts_hint(loc[-1])
+    if hint:
+        return message, hint
     if close:
         return message, f"did you mean '{'.'.join(loc[:-1] + [close[0]])}'?"
     return message, f"known keys here: {', '.join(known)}" if known else "remove it"

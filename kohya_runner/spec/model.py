@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._checks import key_value_args, no_option_marker, path_text, prompt_template, single_line
+from ._checks import file_name, key_value_args, no_option_marker, path_text, prompt_template, single_line
 from .choices import (ATTENTIONS, BUILTIN_OPTIMIZERS, LOSS_TYPES, MIXED_PRECISIONS, SAMPLERS, SAVE_PRECISIONS,
                       SCHEDULERS, TOKEN_LENGTHS)
 
@@ -335,8 +335,8 @@ class GuardSpec(Group):
 
 
 class SavingSpec(Group):
-    output_name: str | None = Field(None, description="file name stem of the LoRA files; none: the preset name "
-                                    "(output_name)")
+    output_name: str | None = Field(None, description="file name stem of the LoRA files and samples, one plain "
+                                    "name; none: the run name (output_name)")
     every_n_epochs: int | None = Field(1, ge=1, le=100_000, description="save a LoRA every N epochs "
                                        "(save_every_n_epochs)")
     every_n_steps: int | None = Field(None, ge=1, le=10_000_000, description="save a LoRA every N steps "
@@ -351,17 +351,7 @@ class SavingSpec(Group):
     state_on_train_end: bool = Field(False, description="save resumable training state once, at the end "
                                      "(save_state_on_train_end)")
 
-    @field_validator("output_name")
-    @classmethod
-    def _output_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        single_line(value)
-        if "/" in value or "\\" in value or value in (".", "..") or value.startswith(".") or not value.strip():
-            raise ValueError("must be a plain file name (no folders, not starting with a dot)")
-        if len(value.encode()) > 120:
-            raise ValueError("is too long for a file name (120 bytes at most)")
-        return value
+    _name = field_validator("output_name")(file_name)
 
 
 class LoggingSpec(Group):
@@ -381,8 +371,8 @@ class PrivacySpec(Group):
 
 
 class Spec(Group):
-    name: str = Field("lora", description="the preset or run name; also the LoRA file name unless "
-                      "saving.output_name is set")
+    name: str = Field("lora", description="the run name (--name; default: the preset's), one plain file name: "
+                      "run ids and, unless saving.output_name is set, the LoRA files are named after it")
     model: ModelSpec = Field(default_factory=ModelSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
@@ -398,7 +388,7 @@ class Spec(Group):
     sd_scripts: dict[str, Any] = Field(default_factory=dict, description="any other sd-scripts option by its own "
                                        "name, checked against the pinned manifest")
 
-    _name = field_validator("name")(single_line)
+    _name = field_validator("name")(file_name)
 
     def hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import types
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -18,10 +19,13 @@ class Override:
     path: tuple[str, ...]
     value: Any
     text: str
+    note: str | None = None  # e.g. an sd-scripts option name taken as the spec field it maps to
 
 
 def parse_override(text: str) -> Override:
-    """`optimizer.lr=2e-4` as a typed Override. Raises BadInput for a malformed text or an unknown key."""
+    """`optimizer.lr=2e-4` as a typed Override; an sd-scripts option name the spec owns with a value of the
+    same shape (`learning_rate=1e-4`) is taken as its spec field, with a note saying so. Raises BadInput for a
+    malformed text, an unknown key, or an sd-scripts name whose value has another shape in the spec."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -29,7 +33,52 @@ def parse_override(text: str) -> Override:
     path = tuple(key.split("."))
     if any(not part for part in path):
         raise BadInput(f"override {text!r}: the key {key!r} has an empty part")
-    return Override(path, coerce_value(path, raw), text)
+    note = None
+    if len(path) == 1 and path[0] not in Spec.model_fields and path[0] in sd_scripts_names():
+        target = _spec_path_for(path[0])
+        # Accepted, not refused: people paste sd-scripts names from guides, and the value means the same here;
+        # the note teaches kr's name, and the spec (hence the run record) holds only kr's.
+        note = f"note: {key} is sd-scripts' name; kr calls it {'.'.join(target)}"
+        path = target
+    return Override(path, coerce_value(path, raw), text, note)
+
+
+@lru_cache(maxsize=1)
+def sd_scripts_names() -> dict[str, str]:
+    """sd-scripts option → spec path ("kr" where kr sets it itself), from the training-args builder."""
+    from ..sdscripts.training_args import option_fields
+
+    return option_fields(Spec())
+
+
+def _spec_path_for(option: str) -> tuple[str, ...]:
+    """The spec path an sd-scripts option maps to. Raises BadInput for an option kr sets itself or one whose
+    value has another shape in the spec, with the exact fix."""
+    from ..sdscripts.training_args import RESHAPED
+
+    target = sd_scripts_names()[option]
+    if target == "kr":
+        raise BadInput(f"{option} is an sd-scripts option kr sets itself (run folders, logs, the launch). "
+                       "Fix: remove it", field=option)
+    if option in RESHAPED:
+        raise BadInput(f"{option} is sd-scripts' name; kr calls it {target}, whose value has another form "
+                       f"({describe(tuple(target.split('.')))}). Fix: set {target}=… instead "
+                       f"(`kr presets explain NAME` shows its current value)", field=target)
+    return tuple(target.split("."))
+
+
+def sd_scripts_hint(key: str) -> str | None:
+    """'did you mean optimizer.lr? (learning_rate is sd-scripts' name)' for an sd-scripts option the spec owns."""
+    names = sd_scripts_names()
+    if key not in names:  # a misspelled sd-scripts name ("lerning_rate") still finds its field
+        close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.85)
+        if not close:
+            return None
+        key = close[0]
+    target = names[key]
+    if target == "kr":
+        return f"remove it: {key} is an sd-scripts option kr sets itself"
+    return f"did you mean {target}? ({key} is sd-scripts' name for it)"
 
 
 def coerce_value(path: tuple[str, ...], raw: str) -> Any:
@@ -79,9 +128,10 @@ def annotation_at(path: tuple[str, ...]) -> Any:
 def _raise_unknown_path(path: tuple[str, ...], depth: int, known: list[str]) -> None:
     close = difflib.get_close_matches(path[depth], known, n=1, cutoff=0.5)
     where = ".".join(path[:depth]) or "the spec"
-    hint = f"did you mean '{'.'.join(path[:depth] + (close[0],))}'?" if close else f"keys in {where}: {', '.join(known)}"
+    hint = sd_scripts_hint(path[depth]) or (f"did you mean '{'.'.join(path[:depth] + (close[0],))}'?" if close
+                                            else f"keys in {where}: {', '.join(known)}")
     raise BadInput(f"unknown key '{'.'.join(path)}': {where} has no '{path[depth]}'. Fix: {hint} "
-                   "(`kr presets explain NAME` lists every key)")
+                   "(`kr presets explain NAME` lists every key)", field=".".join(path), fix=hint)
 
 
 def _accepts_none(annotation: Any) -> bool:

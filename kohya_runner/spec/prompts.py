@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from .model import Spec
@@ -36,3 +37,28 @@ def sample_prompts(spec: Spec) -> list[SamplePrompt]:
         for i, subject in enumerate(s.prompts):
             prompts.append(SamplePrompt(len(prompts), i, subject, kind, render_prompt(spec, subject, template), s.seed + i))
     return prompts
+
+
+def template_field(spec: Spec, kind: str) -> tuple[str, str]:
+    """The spec field holding the template of a prompt form, and that template."""
+    s = spec.sampling
+    if kind == "trigger":
+        return "sampling.template", s.template
+    if kind == "no-trigger":
+        return "sampling.untriggered_template", s.untriggered_template
+    index = int(kind.removeprefix("variant-")) - 1
+    return f"sampling.variants[{index}]", s.variants[index]
+
+
+def start_field(spec: Spec, prompt: SamplePrompt) -> str:
+    """The spec field whose text begins this prompt (leading blanks skip a part): the template's own words,
+    the subject (sampling.prompts[i]) or the trigger (dataset.trigger)."""
+    field, template = template_field(spec, prompt.kind)
+    filled = {"subject": (f"sampling.prompts[{prompt.subject_index}]", prompt.subject),
+              "trigger": ("dataset.trigger", spec.dataset.trigger or "")}
+    for literal, placeholder, _, _ in string.Formatter().parse(template):
+        if literal.strip():
+            return field
+        if placeholder in filled and filled[placeholder][1].strip():
+            return filled[placeholder][0]
+    return field

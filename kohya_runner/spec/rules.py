@@ -8,10 +8,11 @@ from __future__ import annotations
 import difflib
 
 from ..sdscripts import cache_files
+from ..sdscripts.prompts import option_at_start
 from .choices import ADAPTIVE_OPTIMIZERS, NETWORK_LORA_ARGS, SCHEDULE_FREE_OPTIMIZERS
 from .errors import Problem
 from .model import Spec
-from .prompts import sample_prompts
+from .prompts import sample_prompts, start_field, template_field
 
 
 def cross_field_problems(spec: Spec) -> list[Problem]:
@@ -23,7 +24,7 @@ def _steps_rules(spec: Spec) -> list[Problem]:
     t = spec.training
     if t.epochs is not None and t.steps is not None:
         return [Problem("training.steps", t.steps, "is set together with training.epochs, which overrides it in sd-scripts",
-                        "set one of them and the other to none (training.steps=none)")]
+                        "set one of them and the other to none (training.epochs=none or training.steps=none)")]
     if t.epochs is None and t.steps is None:
         return [Problem("training.epochs", None, "neither epochs nor steps is set (sd-scripts would default to 1600 steps)",
                         "set training.epochs or training.steps")]
@@ -152,6 +153,41 @@ def _sampling_rules(spec: Spec) -> list[Problem]:
     return out
 
 
+def _prompt_option_rules(spec: Spec) -> list[Problem]:
+    """sd-scripts reads a prompt that starts like one of its options (`n ugly hands`) as that option too
+    (line_to_prompt_dict matches the first piece as well): one problem per field that starts such a prompt."""
+    out, blamed = [], set()
+    for prompt in sample_prompts(spec):
+        template = template_field(spec, prompt.kind)[0]
+        if " --" in prompt.text and template not in blamed:  # each part is free of " --", but joined…
+            blamed.add(template)
+            out.append(Problem(template, template_field(spec, prompt.kind)[1],
+                               f"filled in, it gives the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r}, "
+                               "which contains ' --', where sd-scripts starts reading prompt options",
+                               "put a space or a word between the placeholders and any '-' beside them"))
+            continue
+        option = option_at_start(prompt.text)
+        field = start_field(spec, prompt) if option else None
+        if option is None or field in blamed:
+            continue
+        blamed.add(field)
+        value = _field_value(spec, field, prompt)
+        out.append(Problem(field, value,
+                           f"the {prompt.kind} sample prompt {prompt.text.strip()[:60]!r} starts like the prompt "
+                           f"option --{option.flag}, so sd-scripts would also read it as the {option.meaning}",
+                           f"reword the start of {field} so the prompt no longer begins with '{option.flag} ' "
+                           "(e.g. put a word such as 'a' or 'the' before it)"))
+    return out
+
+
+def _field_value(spec: Spec, field: str, prompt) -> object:
+    if field.startswith("sampling.prompts["):
+        return prompt.subject
+    if field == "dataset.trigger":
+        return spec.dataset.trigger
+    return template_field(spec, prompt.kind)[1]
+
+
 def _saving_rules(spec: Spec) -> list[Problem]:
     s, out = spec.saving, []
     if s.last_n_epochs is not None and s.every_n_epochs is None:
@@ -209,4 +245,5 @@ def _vae_rules(spec: Spec) -> list[Problem]:
 
 
 RULES = (_steps_rules, _precision_rules, _cache_rules, _bucket_rules, _optimizer_rules, _scheduler_rules,
-         _sampling_rules, _saving_rules, _loader_rules, _model_rules, _noise_rules, _network_rules, _vae_rules)
+         _sampling_rules, _prompt_option_rules, _saving_rules, _loader_rules, _model_rules, _noise_rules,
+         _network_rules, _vae_rules)

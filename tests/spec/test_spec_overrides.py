@@ -30,3 +30,41 @@ def test_bad_override_messages(text, hint):
     with pytest.raises(BadInput) as info:
         parse_override(text)
     assert hint in info.value.message
+
+
+@pytest.mark.parametrize("typed, path, value", [("learning_rate=1e-4", ("optimizer", "lr"), 1e-4),
+                                                ("max_train_steps=800", ("training", "steps"), 800),
+                                                ("network_dim=32", ("network", "dim"), 32),
+                                                ("train_batch_size=2", ("dataset", "batch_size"), 2),
+                                                ("lr_scheduler=cosine", ("scheduler", "name"), "cosine")])
+def test_sd_scripts_option_names_are_taken_as_their_spec_field_with_a_note(typed, path, value):
+    from kohya_runner.spec import parse_override
+
+    override = parse_override(typed)
+    assert override.path == path and override.value == value
+    assert override.note == f"note: {typed.split('=')[0]} is sd-scripts' name; kr calls it {'.'.join(path)}"
+
+
+@pytest.mark.parametrize("typed, words", [("network_args=conv_dim=4", ["network.args", "Fix: set network.args="]),
+                                          ("sdpa=true", ["precision.attention"]),
+                                          ("output_dir=/tmp/x", ["kr sets itself", "Fix: remove it"]),
+                                          ("optimizer.learning_rate=1", ["did you mean optimizer.lr?"]),
+                                          ("lerning_rate=1", ["did you mean optimizer.lr?"])])
+def test_sd_scripts_names_that_cannot_be_moved_get_the_exact_fix(typed, words):
+    from kohya_runner.errors import BadInput
+    from kohya_runner.spec import parse_override
+
+    with pytest.raises(BadInput) as info:
+        parse_override(typed)
+    assert all(word in info.value.message for word in words), info.value.message
+
+
+def test_every_owned_option_maps_to_a_real_spec_path():
+    from kohya_runner.spec import annotation_at
+    from kohya_runner.spec.overrides import sd_scripts_names
+
+    names = sd_scripts_names()
+    assert {"learning_rate", "max_train_steps", "network_dim", "train_batch_size"} <= set(names)
+    for option, target in names.items():
+        if target != "kr":
+            annotation_at(tuple(target.split(".")))  # raises for a path the spec does not have

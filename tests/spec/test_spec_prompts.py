@@ -30,3 +30,31 @@ def test_sample_prompts_trigger_ablation_and_variants():
     off = build_spec({"sampling": {"prompts": ["a cat"], "without_trigger": False}})
     assert [p.kind for p in sample_prompts(off)] == ["trigger"]
     assert "variant 1" in problems({"sampling": {"variants": ["no subject here"]}})[0]
+
+
+@pytest.mark.parametrize("data, field, flag", [
+    ({"sampling": {"prompts": ["a cat", "n ugly hands"]}}, "sampling.prompts[1]", "--n"),  # via "{subject}" (no trigger)
+    ({"sampling": {"prompts": ["ss ddim"], "template": "{subject}, by {trigger}"}}, "sampling.prompts[0]", "--ss"),
+    ({"sampling": {"prompts": ["a cat"], "template": "d 12 {subject} {trigger}"}}, "sampling.template", "--d"),
+    ({"sampling": {"prompts": ["a cat"], "untriggered_template": "W 512 {subject}"}}, "sampling.untriggered_template", "--w"),
+    ({"sampling": {"prompts": ["a cat"], "variants": ["l 7.5 {subject}"]}}, "sampling.variants[0]", "--l"),
+    ({"dataset": {"trigger": "s 3"}, "sampling": {"prompts": ["a cat"], "template": "{trigger} {subject}"}},
+     "dataset.trigger", "--s"),
+    ({"dataset": {"trigger": None}, "sampling": {"prompts": ["g 5 geese"], "template": "{trigger}{subject}"}},
+     "sampling.prompts[0]", "--g"),
+])
+def test_prompts_sd_scripts_would_read_as_options_are_refused(data, field, flag):
+    with pytest.raises(SpecError) as info:
+        build_spec(data)
+    problem = next(p for p in info.value.problems if flag in p.message)
+    assert problem.path == field and "reword" in problem.fix
+
+
+def test_ordinary_prompts_starting_with_letters_are_fine():
+    build_spec({"sampling": {"prompts": ["nice hands", "s three swans", "d dogs"], "template": "{subject} {trigger}"}})
+
+
+def test_a_template_that_joins_into_an_option_marker_is_refused():
+    with pytest.raises(SpecError) as info:
+        build_spec({"sampling": {"prompts": ["a cat -"], "template": "{subject}-w 64 {trigger}"}})
+    assert info.value.problems[0].path == "sampling.template" and "' --'" in info.value.problems[0].message
