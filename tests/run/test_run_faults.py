@@ -272,3 +272,32 @@ def test_privacy_options_are_refused_before_launch(style_images, base_file, faul
         assert result.returncode == 2 and "refused" in result.stderr, result.stderr
     assert run_kr("run", "marker", "--dataset", style_images, "--base", "stabilityai/sdxl").returncode == 2
     assert json.loads(run_kr("runs", "ls", "--json").stdout)["runs"] == []
+
+
+def test_gpus_kr_cannot_use_are_refused_naming_the_fix(monkeypatch):
+    # --gpu 7 on a machine without GPU 7 used to train on the CPU (an empty device list for the trainer)
+    from kohya_runner.cli.run import gpu_list, gpu_option
+    from kohya_runner.errors import BadInput
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert gpu_option("1") == [1] and gpu_list("0,1") == [0, 1] and gpu_option("cpu") == [] == gpu_list("CPU")
+    with pytest.raises(BadInput, match=r"--gpu 2: no GPU 2 on this machine \(the GPUs kr may use are 0, 1.*Fix: --gpu 0"):
+        gpu_option("2")
+    with pytest.raises(BadInput, match="names a GPU twice"):
+        gpu_list("1,1")
+    with pytest.raises(BadInput, match="give GPU numbers"):
+        gpu_list("first")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU at all: every number is refused, the CPU named
+    with pytest.raises(BadInput, match=r"--gpus 0: no GPU 0 .*kr sees no GPU here.*Fix: --gpus cpu"):
+        gpu_list("0", "--gpus")
+
+
+def test_refused_inputs_write_no_cache_folder_or_hash_index(style_images, base_file, fault_checkout, home, tmp_path):
+    # each used to create caches/<key>/ and rewrite the cache's hash index before being refused
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for override in ("sd_scripts.not_an_option=1", "sd_scripts.log_with=wandb", f"model.vae={tmp_path / 'no-vae.safetensors'}",
+                     f"network.weights={tmp_path / 'no-lora.safetensors'}", f"model.base={empty}"):
+        result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, override)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (override, result.stderr)
+        assert not home.exists(), (override, sorted(str(p) for p in home.rglob("*")))
