@@ -233,7 +233,8 @@ class Ledger:
         return RunRow(*row)
 
     def find(self, ref: str) -> RunRow:
-        """A run by id, by its number (`12`), or by a unique prefix."""
+        """A run by id, by its number (`12`), or by a unique prefix. Raises BadInput (none, several, empty)."""
+        _refuse_empty(ref, "run", "kr runs ls")
         rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (ref,)).fetchall()
         if not rows and ref.isdigit():
             rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?", (int(ref),)).fetchall()
@@ -287,6 +288,7 @@ class Ledger:
         return SweepRow(*row)
 
     def find_sweep(self, ref: str) -> SweepRow:
+        _refuse_empty(ref, "sweep", "kr sweep ls")
         columns = [f.name for f in fields(SweepRow)]
         rows = self._db.execute(f"SELECT {', '.join(columns)} FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ? "
                                 "OR CAST(id AS TEXT) = ? ORDER BY id", (ref, ref + "%", ref)).fetchall()
@@ -301,6 +303,12 @@ class Ledger:
     def sweeps(self) -> list[SweepRow]:
         columns = [f.name for f in fields(SweepRow)]
         return [SweepRow(*row) for row in self._db.execute(f"SELECT {', '.join(columns)} FROM sweeps ORDER BY id DESC")]
+
+
+def _refuse_empty(ref: str, what: str, listing: str) -> None:
+    """An empty reference is a prefix of every id: it must not pick (or delete) one."""
+    if not ref.strip():
+        raise BadInput(f"no {what} given (an empty id). Fix: give its id, number or a prefix; `{listing}` lists them")
 
 
 def _slug(name: str) -> str:

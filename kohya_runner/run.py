@@ -65,7 +65,10 @@ def backend_for(spec: Spec, options: RunOptions) -> str:
 # Preparing: everything that can fail on bad input happens before a run folder or row exists.
 
 
-def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
+def validate(home: Path, spec: Spec, options: RunOptions) -> None:
+    """Render the run's files into a scratch folder and build the trainer's command there: every check of
+    the spec, its files (VAE, network weights, resume state) and the trainer's install, with nothing written
+    to the workspace. Raises BadInput (SpecError) naming the field or file."""
     backend = backend_for(spec, options)
     with tempfile.TemporaryDirectory(prefix="kr-check-") as scratch:
         paths = render.render_paths(spec, Path(scratch), home, image_dir=options.image_dir, run_id="check")
@@ -74,6 +77,13 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
         from . import trainers
 
         trainers.launch_for(backend, spec.model.family, paths.config_file, Path(scratch), home, options.gpus)
+
+
+def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
+    """The run's ledger row and folder with its rendered files and command. Raises BadInput (validate())
+    before either exists; a failure while writing the folder finishes the row as failed."""
+    backend = backend_for(spec, options)
+    validate(home, spec, options)
     ledger = open_ledger(home)
     row = ledger.create_run(spec.name, workspace.runs_dir(home), preset=options.preset, spec_hash=spec.hash(),
                             backend=backend, sweep_id=options.sweep_id, step_offset=options.step_offset,
@@ -468,14 +478,28 @@ def diff(home: Path, ref_a: str, ref_b: str) -> RunDiff:
 
 
 # ----------------------------------------------------------------------------------------------
-# Before launching: the dataset check and the shared cache folder.
+# Before launching: every check (no side effect), then the shared cache folder.
 
 
 def pre_launch(home: Path, spec: Spec, options: RunOptions, *, skip_check: bool = False) -> RunOptions:
-    """Refuse a dataset with errors (sd-scripts finds them hours in, or never), unless told to skip; then
-    point the run at its keyed cache folder (kohya_runner.cache)."""
+    """check_before_launch(), then point the run at its keyed cache folder (kohya_runner.cache): the first
+    thing written to the workspace. Raises BadInput before anything is written."""
+    check_before_launch(home, spec, options, skip_check=skip_check)
+    return with_cache_folder(home, spec, options)
+
+
+def check_before_launch(home: Path, spec: Spec, options: RunOptions, *, skip_check: bool = False) -> None:
+    """Everything that can refuse a run, in order, writing nothing: the rendered files and the trainer's
+    command (validate), the dataset (unless skip_check: sd-scripts finds its errors hours in, or never),
+    the base model. Raises BadInput naming the field or file and the fix."""
+    validate(home, spec, options)
     if not skip_check and spec.dataset.dir:
         refuse_dataset_errors(home, spec, num_processes=max(1, len(options.gpus or [])))
+    check_base(home, spec)
+
+
+def with_cache_folder(home: Path, spec: Spec, options: RunOptions) -> RunOptions:
+    """The options with the run's keyed cache folder (created if new) as its image folder."""
     if options.image_dir is None and spec.dataset.dir:
         # The trainer reads the images through kr's keyed cache folder, so its cache files never land
         # in (or go stale in) the user's dataset folder (contract §7.6).
@@ -485,6 +509,32 @@ def pre_launch(home: Path, spec: Spec, options: RunOptions, *, skip_check: bool 
 
         options = replace(options, image_dir=cache.prepare(home, spec).path)
     return options
+
+
+def check_base(home: Path, spec: Spec) -> None:
+    """Refuse a base model the trainer would fail on minutes in (naming itself, not the file) or that
+    trains another architecture: missing, empty, not a readable safetensors header or Diffusers folder,
+    no tensors, or not the preset's family. Reads only the header. kr's built-in `tiny` base is
+    render's to check. Raises BadInput naming the file and the fix."""
+    from . import bases
+
+    if spec.model.base in (None, "tiny"):
+        return
+    render.resolve_base(spec, home)  # missing, a Hub id, a folder without model_index.json: its messages
+    path = Path(spec.model.base).expanduser()  # as the user gave it, in every message
+    if path.is_file() and path.stat().st_size == 0:
+        raise BadInput(f"model.base {path} is empty (0 bytes), so it is not a model: an interrupted download or "
+                       "copy? Fix: download or copy the checkpoint again, or pass --base with another file")
+    try:
+        info = bases.detect_architecture(path)
+    except BadInput as error:
+        raise BadInput(f"model.base: {error.message}") from None
+    try:
+        bases.check_base_matches(info, spec.model.family)
+    except BadInput as error:
+        # kr's own family names first: the ones presets and model.family use
+        families = "" if info.family == "unknown" else f" is {info.family}, the preset trains {spec.model.family}"
+        raise BadInput(f"model.base{families}: {error.message}") from None
 
 
 def refuse_dataset_errors(home: Path, spec: Spec, num_processes: int = 1) -> None:

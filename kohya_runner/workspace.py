@@ -46,3 +46,23 @@ def runs_dir(root: Path) -> Path:
 
 def caches_dir(root: Path) -> Path:
     return root / "caches"
+
+
+def ledger_file(root: Path) -> Path:
+    return root / "ledger.sqlite"
+
+
+def recorded(root: Path) -> bool:
+    """Has kr recorded anything here: a ledger, or run folders (from which a ledger can be rebuilt)?"""
+    return ledger_file(root).is_file() or runs_dir(root).is_dir()
+
+
+def require_recorded(root: Path) -> Path:
+    """The root, for commands that read what kr recorded; such a command must not create a workspace (a
+    mistyped --home would silently become a new, empty one). Raises BadInput when nothing is recorded."""
+    if not recorded(root):
+        from .errors import BadInput
+
+        raise BadInput(f"no kr workspace at {root} (no ledger, no runs). Fix: pass the workspace kr wrote "
+                       "to with --home (or KR_HOME); the first `kr run`, `kr sweep` or `kr demo` creates one")
+    return root

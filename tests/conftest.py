@@ -46,9 +46,9 @@ def style_images(tmp_path) -> Path:
 
 @pytest.fixture
 def base_file(tmp_path) -> Path:
-    path = tmp_path / "base.safetensors"
-    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    return path
+    """An SDXL base as kr's base check sees it (a header with real SDXL key names, no weights): what the
+    fault stand-in "trains" and `kr render` points configs at."""
+    return _header_base(tmp_path / "base.safetensors", SDXL_KEYS)
 
 
 # header-only base files with real SD key names and zero-size tensors: detected as their family, no gigabytes

@@ -6,6 +6,10 @@ writes small kohya-style LoRA files and a real TensorBoard event file, and misbe
 
     KR_FAULT=ok | slow | crash | oom | nan | nodata | hang | hang_child | exit0_nomodel
 
+A test that must act at a known point (e.g. Ctrl-C after a checkpoint) sets KR_FAULT_PAUSE_AFTER_EPOCH=N
+and KR_FAULT_GATE=<file>: after saving epoch N's checkpoint the stand-in creates the gate file and waits
+until it is deleted (or a signal ends it), however fast or loaded the machine is.
+
 It is not a trainer; the real pipeline is tested with kr's built-in tiny trainer.
 """
 
@@ -62,6 +66,15 @@ def tensorboard_writer(args: dict):
     return log, writer
 
 
+def pause_at_gate(gate: Path, epoch: int, limit: float = 600.0) -> None:
+    """Tell the test where training is (the gate file appears), then wait until it is deleted; SIGINT
+    raises KeyboardInterrupt here like anywhere in a trainer. The limit only ends a forgotten gate."""
+    gate.write_text(f"paused after epoch {epoch}\n")
+    deadline = time.monotonic() + limit
+    while gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def main() -> None:
     fault = os.environ.get("KR_FAULT", "ok")
     argv = sys.argv[1:]
@@ -108,6 +121,8 @@ def main() -> None:
         log(epoch, loss__epoch_average=0.5 / step)
         if epoch < epochs:
             save_lora(out / f"{name}-{epoch:06d}.safetensors", dim)
+        if epoch == int(os.environ.get("KR_FAULT_PAUSE_AFTER_EPOCH", "0")):
+            pause_at_gate(Path(os.environ["KR_FAULT_GATE"]), epoch)
     writer.close()
     if fault == "exit0_nomodel":
         sys.exit(0)

@@ -34,7 +34,7 @@ def test_kr_run_and_kr_sweep_choose_by_the_same_rule(monkeypatch):
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert gpu_option(None) == [2] and sweep.slots_for(sweep.Options()) == [[2], [5]]
-    assert gpu_option("cpu") == [] and gpu_option("0,1") == [0, 1]
+    assert gpu_option("cpu") == [] and gpu_option("5,2") == [5, 2]  # GPUs outside the list: tests/run/test_run_faults.py
 
 
 def test_a_gpu_that_is_not_there_is_refused_naming_it_and_the_fix(monkeypatch):

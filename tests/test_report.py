@@ -226,9 +226,10 @@ def test_runs_best_picks_the_lowest_loss(kr, home):
 
 
 def test_report_and_release_bad_input(kr, home, tmp_path):
+    assert "no kr workspace at" in kr("report", "nope").output  # nothing recorded yet (and nothing created)
+    row = make_run(home, subjects=1, epochs=2, size=64)
     result = kr("report", "nope")
     assert result.exit_code == 2 and "no run or sweep matches 'nope'" in result.output and "Traceback" not in result.output
-    row = make_run(home, subjects=1, epochs=2, size=64)
     (tmp_path / "a-file").write_text("")
     result = kr("report", row.run_id, "-o", tmp_path / "a-file")
     assert result.exit_code == 2

@@ -15,22 +15,33 @@ Examples:
 
 
 def gpu_option(value: str | None) -> list[int] | None:
-    """--gpu 0 | 0,1 | cpu; default: the first GPU kr may use (kohya_runner.gpus), else the CPU."""
+    """--gpu 0 | 0,1 | cpu; default: the first GPU kr may use (kohya_runner.gpus), else the CPU.
+    Raises BadInput for a GPU this machine does not have."""
     if value is None:
         from .. import gpus
 
         return gpus.default_for_run()
-    return gpu_list(value)
+    return gpu_list(value, "--gpu")
 
 
-def gpu_list(value: str) -> list[int]:
-    """`0`, `0,1` or `cpu` (= []), as `kr run --gpu` and `kr sweep --gpus` take it."""
+def gpu_list(value: str, option: str = "--gpus") -> list[int]:
+    """`0`, `0,1` or `cpu` (= []), as `kr run --gpu` and `kr sweep --gpus` take it; every GPU named must be
+    one kr may use (kohya_runner.gpus.visible), else the trainer would silently train on the CPU.
+    Raises BadInput."""
+    from ..errors import BadInput
+
     if value.strip().lower() == "cpu":
         return []
     try:
-        return [int(part) for part in value.split(",") if part.strip()]
+        wanted = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give GPU numbers such as 0 or 0,1, or cpu") from None
+        raise BadInput(f"{option} {value!r}: give GPU numbers such as 0 or 0,1, or cpu") from None
+    if not wanted:
+        raise BadInput(f"{option} {value!r} names no GPU. Fix: {option} 0 (or 0,1), or {option} cpu")
+    from .. import gpus
+
+    gpus.check_requested(wanted, option=option)
+    return wanted
 
 
 @click.command(epilog=EPILOG)
@@ -65,8 +76,9 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
 
-    open_ledger(root)
+    # every check first, writing nothing; then the cache folder, the ledger (settling dead runs) and the row
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
+    open_ledger(root)
     row = run_mod.prepare(root, spec, options)
     if detach:
         from ..supervisor import spawn_detached_supervisor
@@ -93,25 +105,35 @@ def follow_foreground(root, run_id: str, quiet: bool = False):
     from ..supervisor import Supervisor
     from .live import PlainView, make_view
 
-    process = run_mod.launch(root, run_id)
-    view = PlainView(run_id, every=30.0) if quiet else make_view(run_id)
-    supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update)
+    supervisor: Supervisor | None = None
+    early_stop = False  # Ctrl-C before the trainer is followed: stopped as soon as it is (never orphaned)
 
     def on_interrupt(signum, frame):
-        if supervisor.stop_requested:
+        nonlocal early_stop
+        if supervisor is not None and supervisor.stop_requested:
             click.echo("\nstopping harder (SIGTERM/SIGKILL)…", err=True)
         else:
             click.echo("\nstopping the run (Ctrl-C again to force)…", err=True)
-        supervisor.request_stop()
+        if supervisor is None:
+            early_stop = True
+        else:
+            supervisor.request_stop()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     previous_term = signal.signal(signal.SIGTERM, on_interrupt)
+    view = None
     try:
+        process = run_mod.launch(root, run_id, cancelled=lambda: early_stop)
+        view = PlainView(run_id, every=30.0) if quiet else make_view(run_id)
+        supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update)
+        if early_stop:
+            supervisor.request_stop()
         return supervisor.run()
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
-        view.close()
+        if view is not None:
+            view.close()
 
 
 def summary(row) -> None:

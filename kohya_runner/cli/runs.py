@@ -27,7 +27,10 @@ def runs() -> None:
 
 
 def _ledger(ctx):
-    root = home(ctx)
+    """The workspace and its ledger. Raises BadInput when there is no workspace (none is created)."""
+    from .. import workspace
+
+    root = workspace.require_recorded(home(ctx))
     return root, open_ledger(root)
 
 
@@ -47,8 +50,19 @@ def _steps(row) -> str:
 @click.pass_context
 def ls(ctx, statuses, sweep_id, limit, as_json):
     """List runs, newest first."""
-    _, ledger = _ledger(ctx)
-    rows = ledger.runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit)
+    from .. import workspace
+    from ..errors import BadInput
+    from ..ledger import STATUSES
+
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise BadInput(f"--status {unknown[0]!r} is not a run status. Fix: one of {', '.join(STATUSES)}")
+    root = home(ctx)
+    if not workspace.recorded(root):  # an empty listing, and no workspace created (a typo'd --home says so)
+        click.echo(f"(no kr workspace at {root} yet)", err=True)
+        rows = []
+    else:
+        rows = open_ledger(root).runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit)
     if as_json:
         print_json({"runs": [r.to_json() for r in rows]}, schema="runs")
         return

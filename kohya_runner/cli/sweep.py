@@ -60,10 +60,21 @@ def sweep() -> None:
 
 
 def _gpus(value):
-    """--gpus 0,1 | cpu; None (not given): the sweep's default (kohya_runner.gpus)."""
+    """--gpus 0,1 | cpu; None (not given): the sweep's default (kohya_runner.gpus). Raises BadInput for a GPU
+    this machine does not have."""
     from .run import gpu_list
 
-    return None if value is None else gpu_list(value)
+    return None if value is None else gpu_list(value, "--gpus")
+
+
+def _max_parallel(value: int | None) -> int | None:
+    """Refused before anything is planned or written. Raises BadInput."""
+    from ..errors import BadInput
+
+    if value is not None and value < 1:
+        raise BadInput(f"--max-parallel {value}: a sweep needs at least one slot. Fix: --max-parallel 1 or more "
+                       "(or leave it out: one member per GPU, 1 on the CPU)")
+    return value
 
 
 def _say(as_json: bool):
@@ -99,6 +110,7 @@ def start(ctx, args, dataset_dir, base, grids, seeds, sweep_file, name, gpus, ma
     from ..errors import BadInput
 
     root = home(ctx)
+    gpus, max_parallel = _gpus(gpus), _max_parallel(max_parallel)
     preset_name, overrides = None, []
     for i, arg in enumerate(args):
         if "=" in arg:
@@ -118,7 +130,7 @@ def start(ctx, args, dataset_dir, base, grids, seeds, sweep_file, name, gpus, ma
         if plan.invalid and not skip_invalid:
             sweep_mod.refuse_invalid(plan)
         return
-    options = sweep_mod.Options(gpus=_gpus(gpus), max_parallel=max_parallel, backend=trainer, skip_check=skip_check,
+    options = sweep_mod.Options(gpus=gpus, max_parallel=max_parallel, backend=trainer, skip_check=skip_check,
                                 skip_invalid=skip_invalid)
     record = sweep_mod.start(root, plan, options, _say(as_json))
     _finish(root, record, as_json)
@@ -178,8 +190,8 @@ def resume(ctx, ref, gpus, max_parallel, retry_failed, skip_check, as_json):
     from .. import sweep as sweep_mod
 
     root = home(ctx)
-    options = sweep_mod.Options(gpus=_gpus(gpus), max_parallel=max_parallel, retry_failed=retry_failed,
-                                skip_check=skip_check)
+    gpus, max_parallel = _gpus(gpus), _max_parallel(max_parallel)
+    options = sweep_mod.Options(gpus=gpus, max_parallel=max_parallel, retry_failed=retry_failed, skip_check=skip_check)
     record = sweep_mod.resume(root, ref, options, _say(as_json))
     _finish(root, record, as_json)
 
@@ -191,11 +203,15 @@ def ls(ctx, as_json):
     """List sweeps, newest first, with their best member."""
     import time
 
-    from .. import sweep as sweep_mod
+    from .. import sweep as sweep_mod, workspace
 
     root = home(ctx)
-    open_ledger(root)
-    rows = sweep_mod.listing(root)
+    if workspace.recorded(root):
+        open_ledger(root)
+        rows = sweep_mod.listing(root)
+    else:  # an empty listing, and no workspace created
+        click.echo(f"(no kr workspace at {root} yet)", err=True)
+        rows = []
     if as_json:
         print_json({"sweeps": rows}, schema="sweeps")
         return
@@ -214,9 +230,9 @@ def ls(ctx, as_json):
 @click.pass_context
 def show(ctx, ref, as_json):
     """A sweep's members: what each changes, status, final/min average loss, time, it/s, run."""
-    from .. import sweep as sweep_mod
+    from .. import sweep as sweep_mod, workspace
 
-    root = home(ctx)
+    root = workspace.require_recorded(home(ctx))
     open_ledger(root)
     record = sweep_mod.Record.load(root, ref)
     summary = sweep_mod.summary_json(root, record)

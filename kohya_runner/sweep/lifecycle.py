@@ -5,46 +5,80 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput
 from .plan import Member, Plan, refuse_invalid
 from .record import Options, Record
-from .scheduler import execute
+from .scheduler import execute, slots_for
 
 DONE = ("succeeded", "diverged")  # a member with one of these is not run again by `kr sweep resume`
 
 
-def prepare_members(home: Path, members: list[Member], options: Options, say: Callable[[str], None]) -> None:
-    """The dataset check once per distinct dataset setting, then each member's cache folder (kr run's pre_launch)."""
-    from .. import cache, dataset as ds, run as run_mod, workspace
+def check_members(home: Path, members: list[Member], options: Options) -> None:
+    """Every check that can refuse the members, writing nothing: the slots (--max-parallel, --gpus), the
+    rendered files and the trainer's command once per backend and family, the dataset once per distinct
+    dataset setting (unless skip_check), the base once per distinct base and family. Raises BadInput."""
+    from .. import dataset as ds, run as run_mod
 
-    checked: set = set()
+    slots = slots_for(options)
+    run_options = run_mod.RunOptions(backend=options.backend, gpus=slots[0])
+    checks: dict[tuple, tuple[Member, Callable[[], None]]] = {}  # one check per distinct key, in order
     for member in members:
         spec = member.spec
-        if spec.dataset.dir:
-            settings = ds.settings_from_spec(spec)
-            if settings not in checked and not options.skip_check:
-                checked.add(settings)
-                run_mod.refuse_dataset_errors(home, spec)
-            member.cache = cache.prepare(home, spec)
+        family = spec.model.family
+        checks.setdefault(("trainer", run_mod.backend_for(spec, run_options), family),
+                          (member, partial(run_mod.validate, home, spec, run_options)))
+        if spec.dataset.dir and not options.skip_check:
+            checks.setdefault(("dataset", ds.settings_from_spec(spec)),
+                              (member, partial(run_mod.refuse_dataset_errors, home, spec)))
+        checks.setdefault(("base", spec.model.base, family), (member, partial(run_mod.check_base, home, spec)))
+    kinds = Counter(key[0] for key in checks)
+    for key, (member, check) in checks.items():
+        try:
+            check()
+        except BadInput as error:
+            if kinds[key[0]] == 1:
+                raise
+            # members differ in what this check looks at: say which one failed
+            raise BadInput(f"{member.label} ({member.describe()}): {error.message}") from None
+
+
+def prepare_caches(home: Path, members: list[Member], say: Callable[[str], None]) -> None:
+    """Each member's keyed cache folder (created if new), as kr run's pre_launch does."""
+    from .. import cache, workspace
+
+    for member in members:
+        if member.spec.dataset.dir:
+            member.cache = cache.prepare(home, member.spec)
     keys = {m.cache.key for m in members if m.cache is not None}
     if keys:
         say(f"{len(members)} member(s) share {len(keys)} cache folder(s) under {workspace.caches_dir(home)}")
 
 
+def prepare_members(home: Path, members: list[Member], options: Options, say: Callable[[str], None]) -> None:
+    """check_members(), then the cache folders: nothing is written unless every check passed."""
+    check_members(home, members, options)
+    prepare_caches(home, members, say)
+
+
 def start(home: Path, result: Plan, options: Options, say: Callable[[str], None]) -> Record:
+    """Check every member, then (and only then) write: cache folders, the sweep record, the runs.
+    Raises BadInput before anything is written."""
     from .. import run as run_mod
 
-    run_mod.reconcile(home)
     if result.invalid and not options.skip_invalid:
         refuse_invalid(result)
     runnable = result.valid
     if not runnable:
         raise BadInput("no member of the sweep is valid; nothing to run")
-    prepare_members(home, runnable, options, say)
+    check_members(home, runnable, options)
+    run_mod.reconcile(home)
+    prepare_caches(home, runnable, say)
     record = Record.create(home, result, options)
     execute(home, record, runnable, options, say)
     return record

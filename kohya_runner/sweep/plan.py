@@ -117,8 +117,9 @@ def plan(home: Path, preset_name: str | None, definition: Definition, *, overrid
         base_spec = preset_mod.resolve(preset_name, home, fixed, given).spec
     except BadInput:
         pass  # e.g. the preset's optimizer only becomes valid with each member's own values
+    base_problems: dict[tuple, BadInput | None] = {}  # each distinct base and family is checked once
     for member in members:
-        _validate(home, preset_name, member, fixed, given)
+        _validate(home, preset_name, member, fixed, given, base_problems)
     label = chain[-1].name
     result = Plan(label, name or definition.name or label, members, fixed, given, definition.source, base_spec)
     if result.valid:
@@ -129,10 +130,13 @@ def plan(home: Path, preset_name: str | None, definition: Definition, *, overrid
     return result
 
 
-def _validate(home: Path, preset_name: str, member: Member, fixed: list[str], given: dict[str, Any]) -> None:
+def _validate(home: Path, preset_name: str, member: Member, fixed: list[str], given: dict[str, Any],
+              base_problems: dict[tuple, BadInput | None]) -> None:
+    """Resolve the member's spec, render it in a scratch folder and check its base (kohya_runner.run.check_base,
+    memoised in base_problems); a refusal becomes the member's problem."""
     import tempfile
 
-    from .. import preset as preset_mod, render
+    from .. import preset as preset_mod, render, run as run_mod
 
     member_given = dict(given)
     member_overrides = list(fixed)
@@ -146,6 +150,15 @@ def _validate(home: Path, preset_name: str, member: Member, fixed: list[str], gi
         with tempfile.TemporaryDirectory(prefix="kr-sweep-check-") as scratch:
             paths = render.render_paths(spec, Path(scratch), home, image_dir=Path(scratch), run_id="check")
             render.render_texts(spec, paths)
+        key = (spec.model.base, spec.model.family)
+        if key not in base_problems:
+            try:
+                run_mod.check_base(home, spec)
+                base_problems[key] = None
+            except BadInput as error:
+                base_problems[key] = error
+        if base_problems[key] is not None:
+            raise base_problems[key]
     except BadInput as error:
         member.problem = _problem_text(error.message)
         return

@@ -147,24 +147,64 @@ def test_hang_then_stop_empties_the_process_group(fault, launch, style_images, b
 
 
 def test_ctrl_c_stops_and_the_newest_checkpoint_is_the_result(tmp_path, style_images, base_file, fault_checkout, home):
-    env = {**os.environ, "KR_FAULT": "slow"}
+    # The stand-in pauses after saving epoch 2's checkpoint and says so (the gate file): Ctrl-C lands there
+    # however fast or loaded the machine is, with no fixed delay to outrun.
+    gate = tmp_path / "paused"
+    env = {**os.environ, "KR_FAULT": "ok", "KR_FAULT_PAUSE_AFTER_EPOCH": "2", "KR_FAULT_GATE": str(gate)}
     kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
                            str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
     try:
-        row = _wait_for_latest(lambda r: r["status"] == "running" and (r["epoch"] or 0) >= 2)
+        _wait_for_file(gate, kr)
         kr.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
-        out, err = kr.communicate(timeout=60)
+        out, err = kr.communicate(timeout=300)
     finally:
         kr.kill()
     assert kr.returncode == 1, err
+    row = json.loads(run_kr("runs", "ls", "--json").stdout)["runs"][0]
     final = json.loads(run_kr("runs", "show", row["run_id"], "--json").stdout)["run"]
     output = Path(final["run_dir"]) / "output"
     epochs = sorted(output.glob("marker-0000*.safetensors"))
-    assert epochs and not (output / "marker.safetensors").exists()
+    assert [p.name for p in epochs] == ["marker-000001.safetensors", "marker-000002.safetensors"]
+    assert not (output / "marker.safetensors").exists()
     assert final["status"] == "stopped" and final["result_path"] == str(epochs[-1])
     assert not group_alive(final["pgid"])
     assert not no_process_left(str(fault_checkout))
+
+
+def test_ctrl_c_as_the_trainer_starts_stops_it_too(tmp_path, style_images, base_file, fault_checkout, home):
+    # Ctrl-C in the moment between the trainer's start and kr following it: kr's handler is in place before
+    # the launch, so the trainer is stopped (not left training unsupervised while kr exits 130).
+    gate = tmp_path / "paused"
+    env = {**os.environ, "KR_FAULT": "ok", "KR_FAULT_PAUSE_AFTER_EPOCH": "1", "KR_FAULT_GATE": str(gate)}
+    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
+                           str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    try:
+        _wait_for_file(home / "runs", kr, pattern="*/trainer.log")  # created by the launch itself
+        kr.send_signal(signal.SIGINT)
+        out, err = kr.communicate(timeout=300)
+    finally:
+        kr.kill()
+        gate.unlink(missing_ok=True)  # lets a trainer that was not stopped finish
+    assert kr.returncode == 1, err
+    final = json.loads(run_kr("runs", "ls", "--json").stdout)["runs"][0]
+    assert final["status"] == "stopped", final
+    assert not (Path(final["run_dir"]) / "output" / "marker.safetensors").exists()
+    assert not no_process_left(str(fault_checkout))
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 300.0, pattern: str | None = None) -> None:
+    """Until `path` (or a file matching `pattern` under it) exists: returns as soon as it does; fails early
+    if kr ended."""
+    deadline = time.monotonic() + timeout
+    while not (any(path.glob(pattern)) if pattern else path.exists()):
+        if process.poll() is not None:
+            raise AssertionError(f"kr ended (exit {process.returncode}) before the trainer reached the gate: "
+                                 + process.communicate()[1])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the trainer did not reach the gate {path} in {timeout:.0f} s")
+        time.sleep(0.02)
 
 
 def _wait_for_latest(predicate, timeout=60.0):
@@ -232,3 +272,32 @@ def test_privacy_options_are_refused_before_launch(style_images, base_file, faul
         assert result.returncode == 2 and "refused" in result.stderr, result.stderr
     assert run_kr("run", "marker", "--dataset", style_images, "--base", "stabilityai/sdxl").returncode == 2
     assert json.loads(run_kr("runs", "ls", "--json").stdout)["runs"] == []
+
+
+def test_gpus_kr_cannot_use_are_refused_naming_the_fix(monkeypatch):
+    # --gpu 7 on a machine without GPU 7 used to train on the CPU (an empty device list for the trainer)
+    from kohya_runner.cli.run import gpu_list, gpu_option
+    from kohya_runner.errors import BadInput
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert gpu_option("1") == [1] and gpu_list("0,1") == [0, 1] and gpu_option("cpu") == [] == gpu_list("CPU")
+    with pytest.raises(BadInput, match=r"--gpu asks for GPU 2, which is not there: 2 GPUs are visible \(0, 1.*Fix: --gpu 0"):
+        gpu_option("2")
+    with pytest.raises(BadInput, match="lists GPU 1 more than once"):
+        gpu_list("1,1")
+    with pytest.raises(BadInput, match="give GPU numbers"):
+        gpu_list("first")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU at all: every number is refused, the CPU named
+    with pytest.raises(BadInput, match=r"--gpus asks for GPU 0, but no GPU is visible on this machine.*Fix: --gpus cpu"):
+        gpu_list("0", "--gpus")
+
+
+def test_refused_inputs_write_no_cache_folder_or_hash_index(style_images, base_file, fault_checkout, home, tmp_path):
+    # each used to create caches/<key>/ and rewrite the cache's hash index before being refused
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for override in ("sd_scripts.not_an_option=1", "sd_scripts.log_with=wandb", f"model.vae={tmp_path / 'no-vae.safetensors'}",
+                     f"network.weights={tmp_path / 'no-lora.safetensors'}", f"model.base={empty}"):
+        result = run_kr("run", "marker", "--dataset", style_images, "--base", base_file, override)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (override, result.stderr)
+        assert not home.exists(), (override, sorted(str(p) for p in home.rglob("*")))

@@ -60,3 +60,38 @@ def test_runs_rm_and_diff_cli_print_what_the_library_returns(kr, home):
     deleted = kr("runs", "rm", a.run_id, "--yes")
     assert deleted.exit_code == 0 and deleted.stdout.strip() == f"deleted {a.run_id}"
     assert [r["run_id"] for r in kr.json("runs", "ls")["runs"]] == [b.run_id]
+
+
+@pytest.mark.parametrize("args", [("runs", "show", ""), ("runs", "show", "  "), ("runs", "rm", "", "--yes"),
+                                  ("runs", "diff", "", "")])
+def test_an_empty_run_id_picks_no_run(kr, home, args):
+    # an empty prefix matched every id: with one run, `kr runs show ""` showed it and `kr runs rm ""` deleted it
+    only = make_run(home, subjects=1, epochs=2, size=64)
+    result = kr(*args)
+    assert result.exit_code == 2 and "no run given" in result.output, result.output
+    assert Path(only.run_dir).is_dir() and [r.run_id for r in open_ledger(home).runs()] == [only.run_id]
+    with pytest.raises(BadInput, match="no run given"):
+        run.remove(home, [""])
+
+
+def test_an_unknown_status_is_refused_naming_the_statuses(kr, home):
+    make_run(home, subjects=1, epochs=2, size=64)
+    result = kr("runs", "ls", "--status", "succeeded", "--status", "bogus")
+    assert result.exit_code == 2 and "'bogus' is not a run status" in result.output
+    assert "succeeded" in result.output and "diverged" in result.output  # the statuses it knows
+    assert len(kr.json("runs", "ls", "--status", "succeeded")["runs"]) == 1
+
+
+def test_read_only_commands_leave_a_missing_workspace_missing(tmp_path):
+    from conftest import Kr
+
+    missing = tmp_path / "no-workspace"
+    kr = Kr(missing)
+    listing = kr("runs", "ls", "--json")
+    assert listing.exit_code == 0 and '"runs": []' in listing.stdout  # nothing recorded: an empty listing
+    for args in (("runs", "show", "1"), ("runs", "stop", "1"), ("runs", "best", "1"), ("sweep", "show", "1"),
+                 ("report", "1")):
+        result = kr(*args)
+        assert result.exit_code == 2 and f"no kr workspace at {missing}" in result.output, (args, result.output)
+    assert kr("sweep", "ls").exit_code == 0
+    assert not missing.exists()

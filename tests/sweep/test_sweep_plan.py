@@ -59,3 +59,44 @@ def test_the_dataset_check_runs_once_before_anything_starts(kr, tiny_home, tmp_p
     assert "has 1 error(s); nothing was launched" in result.stderr and "000_a_man_thinking.png" in result.stderr
     assert "--skip-check" in result.stderr
     assert kr.json("sweep", "ls")["sweeps"] == [] and kr.json("runs", "ls")["runs"] == []
+
+
+def _written(home) -> list[str]:
+    return sorted(str(p.relative_to(home)) for name in ("sweeps", "runs", "caches") for p in (home / name).rglob("*"))
+
+
+def test_each_distinct_base_is_checked_once_and_a_wrong_one_invalidates_its_members(
+        kr, home, style_images, sdxl_header_base, sd15_header_base, fault_checkout, monkeypatch):
+    from kohya_runner import bases
+
+    calls = []
+    detect = bases.detect_architecture
+    monkeypatch.setattr(bases, "detect_architecture", lambda path: calls.append(str(path)) or detect(path))
+    result = kr("sweep", "marker", "--dataset", style_images, "--base", sdxl_header_base, "--seeds", "1,2,3", "--dry-run")
+    assert result.exit_code == 0 and calls == [str(sdxl_header_base)], (calls, result.output)  # once for 3 members
+    both = f"model.base={sd15_header_base},{sdxl_header_base}"
+    result = kr("sweep", "marker", "--dataset", style_images, "--grid", both, "--dry-run")
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    assert "INVALID: model.base is sd15, the preset trains sdxl" in lines["m01"] and "INVALID" not in lines["m02"]
+    refused = kr("sweep", "marker", "--dataset", style_images, "--grid", both)
+    assert refused.exit_code == 2 and "1 of 2 sweep members are invalid; nothing was launched" in refused.stderr
+    assert _written(home) == []
+
+
+def test_refused_sweep_options_write_nothing(kr, home, style_images, sdxl_header_base, fault_checkout):
+    common = ["sweep", "marker", "--dataset", style_images, "--base", sdxl_header_base, "--seeds", "1,2"]
+    for extra, message in ((["--max-parallel", "0"], "--max-parallel 0"), (["--gpus", "5"], "no GPU 5"),
+                           (["--gpus", "cpu", "--max-parallel", "-1"], "at least one slot")):
+        result = kr(*common, *extra)
+        assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
+        assert _written(home) == [], extra
+    assert kr.json("sweep", "ls")["sweeps"] == []  # not an `interrupted` sweep that never ran
+
+
+def test_a_later_members_dataset_error_leaves_no_cache_folder_of_an_earlier_one(kr, tiny_home, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_home["images"], broken)
+    (broken / "000_a_man_thinking.png").write_bytes(b"not a png")
+    result = kr("sweep", "tiny-demo", "--base", "tiny", "--grid", f"dataset.dir={tiny_home['images']},{broken}", *QUICK)
+    assert result.exit_code == 2 and "m02 (dataset.dir=" in result.stderr and "000_a_man_thinking.png" in result.stderr
+    assert _written(tiny_home["home"]) == []
