@@ -247,3 +247,27 @@ def best(ctx, ref, epoch, as_json):
                           ("CHECKPOINT", "STEP", "LOSS", "FILE", "")))
     flag = "--best" if choice.how == "best" else f"--epoch {epoch}"
     click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")
+
+
+@runs.command("rebuild", epilog="Example:\n\n  kr runs rebuild      (after `kr runs ls` reports a damaged ledger)")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def rebuild(ctx, as_json):
+    """Re-create the ledger from the run folders (runs/*/run.json, archive manifests, sweeps/*/sweep.json);
+    the previous ledger file is kept beside it as ledger.sqlite.corrupt-<time>."""
+    from ..ledger import rebuild as rebuild_ledger
+
+    root = home(ctx)
+    if not root.is_dir():
+        from ..errors import BadInput
+
+        raise BadInput(f"no workspace at {root}. Fix: give the workspace with --home or KR_HOME")
+    done = rebuild_ledger(root, keep_previous=True)
+    open_ledger(root)  # settles runs whose kr process is gone, as every command does
+    if as_json:
+        print_json({"runs": done.runs, "sweeps": done.sweeps, "kept": str(done.kept) if done.kept else None},
+                   schema="runs-rebuild")
+        return
+    click.echo(f"rebuilt {root / 'ledger.sqlite'} from {done.runs} run folder(s) and {done.sweeps} sweep folder(s)")
+    if done.kept:
+        click.echo(f"  the previous file is kept as {done.kept}")
