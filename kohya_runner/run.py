@@ -75,6 +75,9 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
         from . import trainers
 
         trainers.launch_for(backend, spec.model.family, paths.config_file, Path(scratch), home, options.gpus)
+    from . import doctor
+
+    doctor.workspace_space_check(home, spec)  # a full or read-only workspace: refused before the row exists
     ledger = open_ledger(home)
     row = ledger.create_run(spec.name, workspace.runs_dir(home), preset=options.preset, spec_hash=spec.hash(),
                             backend=backend, sweep_id=options.sweep_id, step_offset=options.step_offset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug in kr: one line, and the way to see more
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # not a bug: the disk
+            click.echo(f"Error: cannot write {e.filename or 'to the workspace'}: {e.strerror}. Fix: free space on that "
+                       "disk, or use --home elsewhere", err=True)
+            sys.exit(1)
         click.echo(f"Error: internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the "
                    "traceback, and please report it.", err=True)
         sys.exit(1)
