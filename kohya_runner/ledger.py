@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import atomic, runfolder
-from .errors import BadInput, Failed
+from .errors import BadInput, Failed, KrError
 
 LEDGER_FILE = "ledger.sqlite"
 STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "crashed", "diverged")
@@ -188,7 +188,7 @@ class Ledger:
         except sqlite3.DatabaseError as error:
             if _corrupt(error):
                 raise _damaged(self.path, error) from None
-            if not self.path.is_file():
+            if not self.path.is_file() or not _disk_error(error):
                 raise _unwritable(self.path, error) from None
             db = _connect_read_only(self.path)  # a full or read-only disk: reading still works
             self.read_only = True
@@ -217,6 +217,8 @@ class Ledger:
             # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading a read lock.
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
+            if not _disk_error(error):
+                raise
             raise _unwritable(self.path, error) from None
         try:
             yield db
@@ -226,7 +228,9 @@ class Ledger:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # SQLite already rolled back (a failed COMMIT on a full disk); the first error matters
-            if isinstance(error, sqlite3.OperationalError) and not _busy(error):
+            if isinstance(error, sqlite3.DatabaseError) and _corrupt(error):
+                raise _damaged(self.path, error) from None
+            if isinstance(error, sqlite3.OperationalError) and _disk_error(error):
                 raise _unwritable(self.path, error) from None
             raise
 
@@ -472,8 +476,13 @@ def _corrupt(error: sqlite3.DatabaseError) -> bool:
     return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(error) or "malformed" in str(error)
 
 
-def _busy(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
+def _disk_error(error: sqlite3.DatabaseError) -> bool:
+    """The disk, not kr: full, read-only, an I/O error, a file that cannot be opened or created."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"))
+    text = str(error)
+    return any(words in text for words in ("disk", "readonly", "read-only", "unable to open"))
 
 
 def _damaged(path: Path, error: Exception) -> BadInput:
@@ -606,7 +615,9 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
     Raises Failed when the workspace cannot be written.
     """
     path = home / LEDGER_FILE
-    kept = _move_aside(path) if keep_previous and (path.exists() or path.is_symlink()) else None
+    kept = None
+    if keep_previous and (path.exists() or path.is_symlink()):
+        kept = _move_aside(path, "previous" if _readable(path) else "corrupt")
     scratch = home / f".{LEDGER_FILE}.rebuild-{os.getpid()}-{time.time_ns()}"
     runs = sweeps = 0
     try:
@@ -658,14 +669,23 @@ def _folders(root: Path) -> list[Path]:
         return []
 
 
-def _move_aside(path: Path) -> Path:
-    """`ledger.sqlite` (and its -wal/-shm) → `ledger.sqlite.corrupt-<time>[-wal|-shm]`. Raises Failed."""
+def _readable(path: Path) -> bool:
+    """The file is a ledger SQLite can read (then a rebuild keeps it as `previous`, not `corrupt`)."""
+    try:
+        _connect_read_only(path).close()
+        return True
+    except KrError:
+        return False
+
+
+def _move_aside(path: Path, label: str) -> Path:
+    """`ledger.sqlite` (and its -wal/-shm) → `ledger.sqlite.<label>-<time>[-wal|-shm]`. Raises Failed."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    target = path.with_name(f"{path.name}.{label}-{stamp}")
     n = 1
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
     try:
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{path}{suffix}")

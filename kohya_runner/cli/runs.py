@@ -254,7 +254,7 @@ def best(ctx, ref, epoch, as_json):
 @click.pass_context
 def rebuild(ctx, as_json):
     """Re-create the ledger from the run folders (runs/*/run.json, archive manifests, sweeps/*/sweep.json);
-    the previous ledger file is kept beside it as ledger.sqlite.corrupt-<time>."""
+    the previous ledger file is kept beside it as ledger.sqlite.corrupt-<time> (or .previous-<time> if it was readable)."""
     from ..ledger import rebuild as rebuild_ledger
 
     root = home(ctx)

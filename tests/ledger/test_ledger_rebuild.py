@@ -111,3 +111,17 @@ def test_run_json_mirrors_the_rows_lifecycle(home):
     ledger.update(row.run_id, status="running", pid=5, supervisor_pid=6)
     record = ledger_mod.read_record(row.run_dir)
     assert (record["status"], record["pid"], record["supervisor_pid"], record["preset"]) == ("running", 5, 6, "marker")
+
+
+def test_rebuilding_a_healthy_ledger_keeps_it_as_previous(home):
+    done, *_ = _workspace(home)
+    result = rebuild(home, keep_previous=True)
+    assert result.kept.name.startswith("ledger.sqlite.previous-")
+    assert open_ledger(home).get(done.run_id).status == "succeeded"
+
+
+def test_a_sql_mistake_is_not_reported_as_a_full_disk(home):
+    ledger = open_ledger(home)
+    with pytest.raises(sqlite3.OperationalError):
+        with ledger._write() as db:
+            db.execute("UPDATE runs SET no_such_column = 1")
