@@ -1,4 +1,4 @@
-"""`kr runs ls | show | tail | stop | rm | diff | export | resume`: the run ledger."""
+"""`kr runs ls | show | tail | stop | rm | diff | export | resume | rebuild`: the run ledger."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ Examples:
   kr runs stop marker-0003
   kr runs diff marker-0003 marker-0004
   kr runs export marker-0003 -o ~/deliveries/
-  kr runs resume marker-0003"""
+  kr runs resume marker-0003
+  kr runs rebuild                 (re-create the ledger from the run folders)"""
 
 
 @click.group(epilog=EPILOG)
 def runs() -> None:
-    """List, inspect, follow, stop, compare, export and resume runs."""
+    """List, inspect, follow, stop, compare, export and resume runs; rebuild the ledger."""
 
 
 def _ledger(ctx):
