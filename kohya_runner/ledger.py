@@ -646,6 +646,8 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
                 db.execute(f"INSERT OR IGNORE INTO sweeps ({', '.join(known)}) VALUES ({', '.join('?' for _ in known)})",
                            tuple(known.values()))
                 sweeps += 1
+            for table, root in (("runs", home / "runs"), ("sweeps", home / "sweeps")):
+                _skip_used_numbers(db, table, root)
             db.execute("COMMIT")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -660,6 +662,19 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{scratch}{suffix}").unlink(missing_ok=True)
     return Rebuilt(runs, sweeps, kept)
+
+
+def _skip_used_numbers(db: sqlite3.Connection, table: str, root: Path) -> None:
+    """Every folder's number stays taken, even a folder too broken to give a row: the next id must not
+    name a folder that exists (the folder is created with exist_ok=False)."""
+    numbers = [int(tail) for tail in (f.name.rsplit("-", 1)[-1] for f in _folders(root)) if tail.isdigit()]
+    if not numbers:
+        return
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    if row is None:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, max(numbers)))
+    elif row[0] < max(numbers):
+        db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (max(numbers), table))
 
 
 def _folders(root: Path) -> list[Path]:

@@ -125,3 +125,12 @@ def test_a_sql_mistake_is_not_reported_as_a_full_disk(home):
     with pytest.raises(sqlite3.OperationalError):
         with ledger._write() as db:
             db.execute("UPDATE runs SET no_such_column = 1")
+
+
+def test_a_folder_too_broken_for_a_row_still_keeps_its_number(home):
+    _workspace(home)
+    (home / "runs" / "half-0009").mkdir()  # kr died between creating the folder and writing anything in it
+    _remove_ledger(home)
+    ledger = open_ledger(home)
+    assert "half-0009" not in {r.run_id for r in ledger.runs()}
+    assert ledger.create_run("half", home / "runs").run_id == "half-0010"
