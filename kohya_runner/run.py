@@ -299,8 +299,9 @@ def _record_outcome(home: Path, row: RunRow, status: str, values: dict) -> RunRo
             ledger.restore(final.to_record())
         final = ledger.get(row.run_id)
     except (KrError, sqlite3.Error, OSError) as error:
-        _warn(f"kr: {row.run_id} ended {status} and is archived in {row.run_dir}, but the ledger was not "
-              f"updated: {error}")
+        _warn(f"kr: {row.run_id} ended {status}, but the ledger could not record it: {error}. Its files are in "
+              f"{row.run_dir}; once the ledger can be written, the next `kr runs ls` records it (a damaged "
+              "ledger: `kr runs rebuild`)")
     try:
         ledger_mod.write_record(row.run_dir, final.to_record())
     except OSError as error:

@@ -122,3 +122,35 @@ def test_a_read_only_workspace_keeps_reading_and_refuses_new_runs_clearly(home, 
     _reads_work(run_id)
     result = run_kr("run", "marker", "--dataset", style_images, "--base", sdxl_header_base, env={"KR_FAULT": "ok"})
     _refused(result, home, ("read-only", "--home"))
+
+
+def test_the_disk_filling_up_mid_run_loses_nothing(home, style_images, sdxl_header_base, fault_checkout, mount_over):
+    import os
+    import sys
+    import time
+
+    mount_over(home, "96m")  # room for the run as planned (rank 1); then something else fills the disk
+    env = {**os.environ, "KR_FAULT": "slow", "KR_FAULT_DELAY": "0.3"}
+    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images),
+                           "--base", str(sdxl_header_base), "training.epochs=3", "network.dim=1", "network.alpha=1"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        rows = []
+        while time.monotonic() < deadline and not (rows and rows[0]["status"] == "running"):
+            listing = run_kr("runs", "ls", "--json")
+            rows = json.loads(listing.stdout)["runs"] if listing.returncode == 0 else []
+            time.sleep(0.3)
+        assert rows and rows[0]["status"] == "running", kr.stderr.read() if kr.poll() is not None else "not started"
+        _fill(home)
+        out, err = kr.communicate(timeout=120)
+    finally:
+        kr.kill()
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert kr.returncode == 1, out + err  # the trainer could not save: a failed run, said plainly
+    (home / "filler").unlink()
+    shown = run_kr("runs", "show", rows[0]["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    run = json.loads(shown.stdout)["run"]
+    assert run["status"] not in ("queued", "running"), run  # settled: the ledger tells the truth
+    assert json.loads((home / "runs" / run["run_id"] / "run.json").read_text())["status"] == run["status"]
