@@ -247,7 +247,8 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None
             run={"run_id": run_id, "name": row.name, "preset": row.preset, "backend": row.backend, "sweep_id": row.sweep_id,
                  "started_at": row.started_at, "finished_at": time.time(), "exit_code": returncode,
                  "steps_done": progress.steps_done, "steps_total": progress.steps_total, "step_offset": row.step_offset,
-                 "epochs_total": progress.epochs_total, "resumed_from": row.resumed_from},
+                 "epochs_total": progress.epochs_total, "resumed_from": row.resumed_from,
+                 "created_at": row.created_at, "gpu": row.gpu},  # with run.json gone, a rebuild still has them
             spec=spec, outcome={"status": outcome.status, "reason": outcome.reason, "message": outcome.message,
                                 "hint": outcome.hint},
             result=result,
