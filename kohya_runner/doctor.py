@@ -380,6 +380,43 @@ def check_disk(where: Path, needed: int, what: str, free: int | None = None) -> 
     return Check(name, OK, detail)
 
 
+WORKSPACE_FLOOR = 16 * 2**20  # the run folder's own files beside the outputs: config, log, archive, ledger
+
+
+def workspace_space_check(home: Path, spec, images: int | None = None) -> None:
+    """Refuse, before anything is created, a run whose outputs (planned_bytes) do not fit on the
+    workspace's disk, or a workspace on a read-only filesystem. `images`: the dataset's image count
+    (counted in spec.dataset.dir when not given). Raises BadInput naming the workspace and the fix."""
+    from . import workspace
+
+    runs = workspace.runs_dir(home)
+    free, mount = free_bytes(runs)
+    fix = "Fix: free space there, or use --home elsewhere"
+    if _read_only(mount):
+        raise BadInput(f"the workspace {home} is on a read-only filesystem ({mount}); nothing was launched. {fix} "
+                       "(reading runs still works)")
+    images = _count_images(spec.dataset.dir) if images is None else images
+    needed, what = 0, "the run folder's files"
+    if spec.model.base != "tiny":  # the built-in tiny model's files are kilobytes, whatever the preset says
+        try:
+            needed, what = planned_bytes(spec, images)
+        except (KrError, ValueError, ArithmeticError):  # an estimate must not stop a run the trainer would accept
+            pass
+    needed += WORKSPACE_FLOOR
+    if free < needed:
+        raise BadInput(f"not enough free space for this run in the workspace {home}: {_gib(free)} free at {mount}, "
+                       f"the run writes about {_gib(needed)} ({what}); nothing was launched. {fix} (or save fewer "
+                       "checkpoints: saving.last_n_epochs)")
+
+
+def _read_only(path: Path) -> bool:
+    """The filesystem holding `path` is mounted read-only (root ignores permissions, so ask the mount)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 _OFFLINE_QUERY = r"""
 import json, os
 keys = %s

@@ -6,15 +6,20 @@ write is a short IMMEDIATE transaction and readers never block writers (WAL).
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import BadInput
+from . import atomic, runfolder
+from .errors import BadInput, Failed, KrError
 
+LEDGER_FILE = "ledger.sqlite"
 STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "crashed", "diverged")
 ACTIVE = ("queued", "running")
 
@@ -123,6 +128,10 @@ class RunRow:
         """sd-scripts restarts its step counter on resume; the ledger does not."""
         return None if self.steps_done is None else self.steps_done + self.step_offset
 
+    def to_record(self) -> dict[str, Any]:
+        """The columns, as run.json keeps them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["duration"] = self.duration
@@ -131,6 +140,10 @@ class RunRow:
 
 
 RUN_COLUMNS = [f.name for f in fields(RunRow)]
+# Updates touching these columns are copied to the run's run.json at once (progress columns are not:
+# run.json is rewritten at the end, and a rebuilt row of a live run gets them on the next update).
+MIRRORED = {"status", "pid", "pid_start", "pgid", "supervisor_pid", "supervisor_start", "stop_requested",
+            "started_at", "sweep_id"}
 
 
 @dataclass
@@ -150,38 +163,83 @@ class SweepRow:
 
 
 class Ledger:
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
-        self._add_missing_columns()
+    """The ledger file, opened for writing, or read-only when the workspace's disk is full or read-only
+    (`read_only`; reads work, writes raise Failed). A long-lived Ledger (a supervisor's) notices when its
+    file was deleted or replaced and reopens it, rebuilding it from the run folders if it is gone."""
 
-    def _add_missing_columns(self) -> None:
-        """Ledgers written by an older kr lack the newer columns; add them (NULL for old runs)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        for name, kind in (("peak_vram", "INTEGER"),):
-            if name not in have:
-                try:
-                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-                except sqlite3.OperationalError:  # another kr process added it meanwhile
-                    pass
+    def __init__(self, path: Path, *, rebuild_missing: bool = True):
+        self.path = path
+        self.rebuild_missing = rebuild_missing
+        self.read_only = False
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """Raises BadInput (a damaged file, naming `kr runs rebuild`) or Failed (cannot create it)."""
+        home = self.path.parent
+        if self.rebuild_missing and not self.path.exists() and _has_run_folders(home):
+            rebuilt = rebuild(home)
+            print(f"kr: the ledger {self.path} was missing; rebuilt it from {rebuilt.runs} run folder(s)",
+                  file=sys.stderr, flush=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = _connect(self.path)
+        except OSError as error:
+            raise _unwritable(self.path, error) from None
+        except sqlite3.DatabaseError as error:
+            if _corrupt(error):
+                raise _damaged(self.path, error) from None
+            if not self.path.is_file() or not _disk_error(error):
+                raise _unwritable(self.path, error) from None
+            db = _connect_read_only(self.path)  # a full or read-only disk: reading still works
+            self.read_only = True
+        self._inode = _inode(self.path)
+        return db
+
+    def _current(self) -> sqlite3.Connection:
+        """The connection, reopened if the file was deleted or replaced since (another kr rebuilt it)."""
+        if _inode(self.path) != self._inode:
+            try:
+                self._db.close()
+            finally:
+                self._db = self._open()
+        return self._db
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading a read lock.
-        self._db.execute("BEGIN IMMEDIATE")
+        """Raises Failed when the ledger cannot be written (disk full, read-only workspace)."""
+        db = self._current()
+        if self.read_only:
+            raise _unwritable(self.path, "the workspace's disk is full or read-only")
         try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading a read lock.
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if not _disk_error(error):
+                raise
+            raise _unwritable(self.path, error) from None
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as error:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a failed COMMIT on a full disk); the first error matters
+            if isinstance(error, sqlite3.DatabaseError) and _corrupt(error):
+                raise _damaged(self.path, error) from None
+            if isinstance(error, sqlite3.OperationalError) and _disk_error(error):
+                raise _unwritable(self.path, error) from None
+            raise
+
+    def _read(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        try:
+            return self._current().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as error:
+            if _corrupt(error):
+                raise _damaged(self.path, error) from None
             raise
 
     # -- runs ------------------------------------------------------------------------------------
@@ -189,7 +247,13 @@ class Ledger:
     def create_run(self, name: str, runs_root: Path, **values: Any) -> RunRow:
         """Insert a queued run; its id is `<name>-<seq>` and its directory is created empty (never reused)."""
         run_id = self._insert("runs", "run", name, runs_root, "", "queued", values)
-        return self.get(run_id)
+        row = self.get(run_id)
+        try:
+            write_record(row.run_dir, row.to_record())
+        except OSError as error:
+            self.finish(run_id, "failed", reason="setup", hint=f"cannot write its run folder: {error}")
+            raise _unwritable(runfolder.of(row.run_dir).record, error, self.path.parent) from None
+        return row
 
     def _insert(self, table: str, kind: str, name: str, root: Path, prefix: str, status: str, values: dict) -> str:
         """A row whose id `<prefix><name>-<seq>` comes from the table's own sequence (never reused), and its
@@ -215,6 +279,16 @@ class Ledger:
         with self._write() as db:
             db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in values)} WHERE run_id = ?",
                        (*values.values(), run_id))
+        if MIRRORED & set(values):
+            self._mirror(run_id)
+
+    def _mirror(self, run_id: str) -> None:
+        """Copy the row to its run.json, best effort: a full disk must not end the run (the ledger has it)."""
+        try:
+            row = self.get(run_id)
+            write_record(row.run_dir, row.to_record())
+        except (OSError, BadInput):
+            pass
 
     def finish(self, run_id: str, status: str, **values: Any) -> bool:
         """Move an active run to a final status; False if someone else already finished it."""
@@ -224,10 +298,25 @@ class Ledger:
             cursor = db.execute(
                 f"UPDATE runs SET {', '.join(f'{k} = ?' for k in values)} WHERE run_id = ? AND status IN ('queued', 'running')",
                 (*values.values(), run_id))
-            return cursor.rowcount == 1
+            finished = cursor.rowcount == 1
+        if finished:
+            self._mirror(run_id)
+        return finished
+
+    def has(self, run_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
+    def restore(self, values: dict[str, Any]) -> None:
+        """Insert a row as a run folder records it (ledger.rebuild, or a run whose row went missing);
+        its sequence number is kept, so ids are never reused."""
+        known = {k: v for k, v in values.items() if k in RUN_COLUMNS}
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(known)}) VALUES ({', '.join('?' for _ in known)})",
+                       tuple(known.values()))
 
     def get(self, run_id: str) -> RunRow:
-        row = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,))
+        row = rows[0] if rows else None
         if row is None:
             raise BadInput(f"no run {run_id!r} in the ledger ({self.path}). Fix: `kr runs ls` lists the runs")
         return RunRow(*row)
@@ -235,13 +324,13 @@ class Ledger:
     def find(self, ref: str) -> RunRow:
         """A run by id, by its number (`12`), or by a unique prefix. Raises BadInput (none, several, empty)."""
         _refuse_empty(ref, "run", "kr runs ls")
-        rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (ref,)).fetchall()
+        rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (ref,))
         if not rows and ref.isdigit():
-            rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?", (int(ref),)).fetchall()
+            rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?", (int(ref),))
         if not rows:
             escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id LIKE ? ESCAPE '\\' "
-                                    "ORDER BY id", (escaped + "%",)).fetchall()
+            rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id LIKE ? ESCAPE '\\' "
+                              "ORDER BY id", (escaped + "%",))
         if len(rows) == 1:
             return RunRow(*rows[0])
         if not rows:
@@ -264,7 +353,7 @@ class Ledger:
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [RunRow(*row) for row in self._db.execute(sql, params).fetchall()]
+        return [RunRow(*row) for row in self._read(sql, params)]
 
     def delete(self, run_id: str) -> None:
         with self._write() as db:
@@ -282,7 +371,8 @@ class Ledger:
 
     def get_sweep(self, sweep_id: str) -> SweepRow:
         columns = [f.name for f in fields(SweepRow)]
-        row = self._db.execute(f"SELECT {', '.join(columns)} FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        rows = self._read(f"SELECT {', '.join(columns)} FROM sweeps WHERE sweep_id = ?", (sweep_id,))
+        row = rows[0] if rows else None
         if row is None:
             raise BadInput(f"no sweep {sweep_id!r}. Fix: `kr sweep ls` lists the sweeps")
         return SweepRow(*row)
@@ -290,8 +380,8 @@ class Ledger:
     def find_sweep(self, ref: str) -> SweepRow:
         _refuse_empty(ref, "sweep", "kr sweep ls")
         columns = [f.name for f in fields(SweepRow)]
-        rows = self._db.execute(f"SELECT {', '.join(columns)} FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ? "
-                                "OR CAST(id AS TEXT) = ? ORDER BY id", (ref, ref + "%", ref)).fetchall()
+        rows = self._read(f"SELECT {', '.join(columns)} FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ? "
+                          "OR CAST(id AS TEXT) = ? ORDER BY id", (ref, ref + "%", ref))
         exact = [r for r in rows if r[1] == ref]
         rows = exact or rows
         if len(rows) == 1:
@@ -302,7 +392,7 @@ class Ledger:
 
     def sweeps(self) -> list[SweepRow]:
         columns = [f.name for f in fields(SweepRow)]
-        return [SweepRow(*row) for row in self._db.execute(f"SELECT {', '.join(columns)} FROM sweeps ORDER BY id DESC")]
+        return [SweepRow(*row) for row in self._read(f"SELECT {', '.join(columns)} FROM sweeps ORDER BY id DESC")]
 
 
 def _refuse_empty(ref: str, what: str, listing: str) -> None:
@@ -320,7 +410,9 @@ def _slug(name: str) -> str:
 
 
 def open_ledger(home: Path) -> Ledger:
-    return Ledger(home / "ledger.sqlite")
+    """The workspace's ledger, rebuilt from the run folders if its file is missing. Raises BadInput for a
+    damaged file (naming `kr runs rebuild`), Failed when it cannot be created."""
+    return Ledger(home / LEDGER_FILE)
 
 
 def duration_text(seconds: float | None) -> str:
@@ -329,3 +421,301 @@ def duration_text(seconds: float | None) -> str:
         return "–"
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening the file, and what can go wrong with it.
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A writable connection (WAL), the schema in place. Raises sqlite3.DatabaseError."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.executescript(SCHEMA)
+        _add_missing_columns(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Ledgers written by an older kr lack the newer columns; add them (NULL for old runs)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for name, kind in (("peak_vram", "INTEGER"),):
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError:  # another kr process added it meanwhile
+                pass
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only, for a full or read-only disk: `mode=ro` needs the WAL index (-shm) to exist or be
+    creatable; failing that, `immutable=1` reads the main file as it is (nothing can write it now).
+    Raises BadInput for a damaged file, Failed when even that cannot be read."""
+    from urllib.parse import quote
+
+    last: Exception | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(f"file:{quote(str(path))}?{flags}", uri=True, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM runs").fetchone()
+            return db
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if _corrupt(error):
+                raise _damaged(path, error) from None
+            last = error
+    raise _unwritable(path, last)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _corrupt(error: sqlite3.DatabaseError) -> bool:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(error) or "malformed" in str(error)
+
+
+def _disk_error(error: sqlite3.DatabaseError) -> bool:
+    """The disk, not kr: full, read-only, an I/O error, a file that cannot be opened or created."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"))
+    text = str(error)
+    return any(words in text for words in ("disk", "readonly", "read-only", "unable to open"))
+
+
+def _damaged(path: Path, error: Exception) -> BadInput:
+    return BadInput(f"the ledger {path} is damaged ({error}); the runs themselves are safe in their folders. "
+                    f"Fix: `kr runs rebuild` re-creates it from the run folders (the damaged file is kept beside it)")
+
+
+def _unwritable(path: Path, error: Exception | str | None, home: Path | None = None) -> Failed:
+    return Failed(f"cannot write {path} ({error}): the workspace {home or path.parent} is full or read-only. "
+                  "Fix: free space there, or use --home elsewhere (reading runs still works)")
+
+
+def _has_run_folders(home: Path) -> bool:
+    for folder in (home / "runs", home / "sweeps"):
+        try:
+            if any(folder.iterdir()):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# run.json, and rebuilding the ledger from the run folders (they are the truth; the ledger an index).
+
+
+def write_record(run_dir: str | Path, values: dict[str, Any]) -> None:
+    """The run's row in runs/<id>/run.json (atomically). Raises nothing of kr's (OSError passes)."""
+    record = {"schema": "kr.run-record/1", **{k: values.get(k) for k in RUN_COLUMNS}}
+    atomic.write_text(runfolder.of(run_dir).record, json.dumps(record, indent=1, default=str) + "\n")
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """run.json's values, None if there is none (a run from an older kr) or it cannot be read. Raises nothing."""
+    try:
+        data = json.loads(runfolder.of(run_dir).record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def row_from_folder(folder: Path) -> dict[str, Any] | None:
+    """The ledger row a run folder describes: run.json, corrected by the archive manifest (written
+    before run.json at the end, so it wins over an active status); a folder of an older kr without
+    run.json from the manifest and spec alone. None for a folder that is no run. Raises nothing."""
+    layout = runfolder.of(folder)
+    record = read_record(folder) or {}
+    manifest = _read_json(layout.manifest) or {}
+    if not record and not manifest and not layout.spec.is_file():
+        return None
+    values: dict[str, Any] = {k: v for k, v in (manifest.get("run") or {}).items() if k in RUN_COLUMNS}
+    values.update({k: v for k, v in record.items() if k in RUN_COLUMNS and v is not None})
+    outcome = manifest.get("outcome") or {}
+    if outcome.get("status") in STATUSES and values.get("status") in (None, *ACTIVE):
+        values.update(status=outcome["status"], reason=outcome.get("reason"),
+                      hint=(outcome.get("message") or "") + (f" — {outcome['hint']}" if outcome.get("hint") else ""),
+                      spec_hash=values.get("spec_hash") or manifest.get("spec_hash"))
+        if manifest.get("result"):
+            values["result_path"] = str(folder / manifest["result"])
+        losses = manifest.get("losses") or {}
+        values.setdefault("loss", losses.get("final_average_loss"))
+        values.setdefault("min_loss", losses.get("min_average_loss"))
+    values["run_id"] = values.get("run_id") or folder.name
+    values["run_dir"] = str(folder)  # the workspace may have moved since
+    if not values.get("name"):
+        values["name"] = (_read_json(layout.spec) or {}).get("name") or values["run_id"].rsplit("-", 1)[0]
+    values.setdefault("status", "queued")  # an active row: reconcile settles it from its files
+    if values["status"] not in STATUSES:
+        values["status"] = "queued"
+    values.setdefault("created_at", _mtime(folder))
+    values.setdefault("step_offset", 0)
+    values.setdefault("stop_requested", 0)
+    if not isinstance(values.get("id"), int):
+        tail = values["run_id"].rsplit("-", 1)[-1]
+        values["id"] = int(tail) if tail.isdigit() else None
+    return values
+
+
+def _sweep_from_folder(folder: Path, statuses: dict[str, str]) -> tuple[dict[str, Any], list[str]] | None:
+    """A sweep row from sweeps/<id>/sweep.json, and its member runs. Raises nothing."""
+    data = _read_json(folder / "sweep.json")
+    if not data or not data.get("sweep_id"):
+        return None
+    members = [m for m in data.get("members") or [] if isinstance(m, dict)]
+    runs = [r for m in members for r in (m.get("runs") or [])]
+    last = [statuses.get((m.get("runs") or [None])[-1]) for m in members]
+    owner = data.get("owner") or {}
+    from .process import same_process
+
+    if owner and same_process(owner.get("pid"), owner.get("start")):
+        status = "running"
+    else:
+        status = "finished" if members and all(s in STATUSES and s not in (*ACTIVE, "stopped") for s in last) else "stopped"
+    tail = data["sweep_id"].rsplit("-", 1)[-1]
+    row = {"id": int(tail) if tail.isdigit() else None, "sweep_id": data["sweep_id"], "name": data.get("name") or data["sweep_id"],
+           "preset": data.get("preset"), "status": status, "created_at": data.get("created") or _mtime(folder),
+           "finished_at": None if status == "running" else _mtime(folder), "sweep_dir": str(folder),
+           "members": len(members)}
+    return row, runs
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+@dataclass
+class Rebuilt:
+    runs: int
+    sweeps: int
+    kept: Path | None  # where the previous file went, if there was one
+
+
+def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
+    """Re-create the ledger from runs/*/ (run.json, the archive manifest) and sweeps/*/sweep.json.
+
+    With keep_previous, an existing ledger file is first moved aside as `ledger.sqlite.corrupt-<time>`
+    (`kr runs rebuild`); without, a missing file is rebuilt and an existing one left alone. The new
+    file is built beside it and linked into place, so two processes rebuilding at once agree.
+    Raises Failed when the workspace cannot be written.
+    """
+    path = home / LEDGER_FILE
+    kept = None
+    if keep_previous and (path.exists() or path.is_symlink()):
+        kept = _move_aside(path, "previous" if _readable(path) else "corrupt")
+    scratch = home / f".{LEDGER_FILE}.rebuild-{os.getpid()}-{time.time_ns()}"
+    runs = sweeps = 0
+    try:
+        db = _connect(scratch)
+        try:
+            rows = [r for r in (row_from_folder(f) for f in _folders(home / "runs")) if r]
+            statuses = {r["run_id"]: r["status"] for r in rows}
+            membership: dict[str, str] = {}
+            sweep_rows = []
+            for folder in _folders(home / "sweeps"):
+                found = _sweep_from_folder(folder, statuses)
+                if found:
+                    sweep_rows.append(found[0])
+                    membership.update({run_id: found[0]["sweep_id"] for run_id in found[1]})
+            db.execute("BEGIN")
+            for row in sorted(rows, key=lambda r: (r["id"] is None, r["id"] or 0, r["created_at"])):
+                row.setdefault("sweep_id", membership.get(row["run_id"]))
+                if not row.get("sweep_id"):
+                    row["sweep_id"] = membership.get(row["run_id"])
+                known = {k: v for k, v in row.items() if k in RUN_COLUMNS and not (k == "id" and v is None)}
+                db.execute(f"INSERT OR IGNORE INTO runs ({', '.join(known)}) VALUES ({', '.join('?' for _ in known)})",
+                           tuple(known.values()))
+                runs += 1
+            for row in sweep_rows:
+                known = {k: v for k, v in row.items() if not (k == "id" and v is None)}
+                db.execute(f"INSERT OR IGNORE INTO sweeps ({', '.join(known)}) VALUES ({', '.join('?' for _ in known)})",
+                           tuple(known.values()))
+                sweeps += 1
+            for table, root in (("runs", home / "runs"), ("sweeps", home / "sweeps")):
+                _skip_used_numbers(db, table, root)
+            db.execute("COMMIT")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            pass  # another kr rebuilt it meanwhile: theirs is as good
+    except (OSError, sqlite3.OperationalError) as error:
+        raise _unwritable(path, error) from None
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+    return Rebuilt(runs, sweeps, kept)
+
+
+def _skip_used_numbers(db: sqlite3.Connection, table: str, root: Path) -> None:
+    """Every folder's number stays taken, even a folder too broken to give a row: the next id must not
+    name a folder that exists (the folder is created with exist_ok=False)."""
+    numbers = [int(tail) for tail in (f.name.rsplit("-", 1)[-1] for f in _folders(root)) if tail.isdigit()]
+    if not numbers:
+        return
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    if row is None:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, max(numbers)))
+    elif row[0] < max(numbers):
+        db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (max(numbers), table))
+
+
+def _folders(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _readable(path: Path) -> bool:
+    """The file is a ledger SQLite can read (then a rebuild keeps it as `previous`, not `corrupt`)."""
+    try:
+        _connect_read_only(path).close()
+        return True
+    except KrError:
+        return False
+
+
+def _move_aside(path: Path, label: str) -> Path:
+    """`ledger.sqlite` (and its -wal/-shm) → `ledger.sqlite.<label>-<time>[-wal|-shm]`. Raises Failed."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.{label}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{target}{suffix}")
+    except OSError as error:
+        raise _unwritable(path, error) from None
+    return target

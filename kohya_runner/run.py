@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import archive, atomic, render, runfolder, tokenizers, workspace
+from . import archive, atomic, ledger as ledger_mod, render, runfolder, tokenizers, workspace
 from .sdscripts import environment, options, outputs
-from .errors import BadInput, Failed
+from .errors import BadInput, Failed, KrError
 from .ledger import ACTIVE, Ledger, RunRow, duration_text, open_ledger
 from .monitor import Outcome, Progress, classify, read_progress
 from .process import STOP_TIMEOUTS, GroupStopper, group_alive, same_process, start_time
@@ -84,6 +85,9 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
     before either exists; a failure while writing the folder finishes the row as failed."""
     backend = backend_for(spec, options)
     validate(home, spec, options)
+    from . import doctor
+
+    doctor.workspace_space_check(home, spec)  # a full or read-only workspace: refused before the row exists
     ledger = open_ledger(home)
     row = ledger.create_run(spec.name, workspace.runs_dir(home), preset=options.preset, spec_hash=spec.hash(),
                             backend=backend, sweep_id=options.sweep_id, step_offset=options.step_offset,
@@ -232,28 +236,41 @@ class ArchiveInputs:
 
 def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None, *, stop_requested: bool,
              diverged: bool, spec: Spec, resources: Resources | None = None,
-             inputs: dict | None = None) -> RunRow:
-    ledger = open_ledger(home)
-    row = ledger.get(run_id)
+             inputs: dict | None = None, row: RunRow | None = None) -> RunRow:
+    """Classify the outcome, write the archive and run.json from the run folder, then the ledger row.
+
+    The run folder is the truth: a ledger that was deleted (it is rebuilt), damaged or unwritable (a
+    warning) never loses the outcome of a finished training. `row` is the run's row as the caller knows
+    it (the supervisor's), used when the ledger cannot give it. Raises nothing of its own.
+    """
+    row = _current_row(home, run_id, row)
     run_dir = Path(row.run_dir)
     inputs = inputs or {}
     output_dir = runfolder.of(run_dir).output
     final = output_dir / outputs.final_lora_name(spec.output_name)
     outcome = classify(progress, returncode, final.is_file(), stop_requested=stop_requested, diverged=diverged, spec=spec)
     result = choose_result(outcome, final, output_dir, spec.output_name)
-    manifest = archive.build(
-        run_dir,
-        run={"run_id": run_id, "name": row.name, "preset": row.preset, "backend": row.backend, "sweep_id": row.sweep_id,
-             "started_at": row.started_at, "finished_at": time.time(), "exit_code": returncode,
-             "steps_done": progress.steps_done, "steps_total": progress.steps_total, "step_offset": row.step_offset,
-             "epochs_total": progress.epochs_total, "resumed_from": row.resumed_from},
-        spec=spec, outcome={"status": outcome.status, "reason": outcome.reason, "message": outcome.message,
-                            "hint": outcome.hint},
-        result=result,
-        dataset_manifest=inputs["dataset"] if "dataset" in inputs else _dataset_manifest(spec),
-        trainer_versions=inputs.get("versions") or trainer_versions(run_dir, row))
+    hint = _message(outcome)
+    try:
+        manifest = archive.build(
+            run_dir,
+            run={"run_id": run_id, "name": row.name, "preset": row.preset, "backend": row.backend, "sweep_id": row.sweep_id,
+                 "started_at": row.started_at, "finished_at": time.time(), "exit_code": returncode,
+                 "steps_done": progress.steps_done, "steps_total": progress.steps_total, "step_offset": row.step_offset,
+                 "epochs_total": progress.epochs_total, "resumed_from": row.resumed_from,
+                 "created_at": row.created_at, "gpu": row.gpu},  # with run.json gone, a rebuild still has them
+            spec=spec, outcome={"status": outcome.status, "reason": outcome.reason, "message": outcome.message,
+                                "hint": outcome.hint},
+            result=result,
+            dataset_manifest=inputs["dataset"] if "dataset" in inputs else _dataset_manifest(spec),
+            trainer_versions=inputs.get("versions") or trainer_versions(run_dir, row))
+    except OSError as error:  # a full disk: the outcome still goes to the ledger, saying what is missing
+        manifest = {"losses": {}}
+        hint += f" (its archive could not be written: {error})"
+        _warn(f"kr: {run_id}: cannot write its archive in {run_dir / runfolder.ARCHIVE_DIR}: {error}. "
+              "Fix: free space on the workspace's disk")
     final_loss = manifest["losses"].get("final_average_loss", finite(progress.avr_loss))
-    ledger.finish(run_id, outcome.status, reason=outcome.reason, hint=_message(outcome), exit_code=returncode,
+    values = dict(reason=outcome.reason, hint=hint, exit_code=returncode,
                   result_path=str(result) if result else None, steps_done=progress.steps_done or row.steps_done,
                   steps_total=progress.steps_total or row.steps_total, epoch=progress.epoch or row.epoch,
                   epochs_total=progress.epochs_total or row.epochs_total,
@@ -261,8 +278,50 @@ def finalize(home: Path, run_id: str, progress: Progress, returncode: int | None
                   min_loss=manifest["losses"].get("min_average_loss", progress.min_loss),
                   it_per_s=progress.it_per_s or row.it_per_s,
                   peak_rss=(resources.peak_rss if resources and resources.peak_rss else row.peak_rss),
-                  peak_vram=(resources.peak_vram if resources and resources.peak_vram else row.peak_vram))
-    return ledger.get(run_id)
+                  peak_vram=(resources.peak_vram if resources and resources.peak_vram else row.peak_vram),
+                  finished_at=time.time())
+    return _record_outcome(home, row, outcome.status, values)
+
+
+def _current_row(home: Path, run_id: str, known: RunRow | None) -> RunRow:
+    """The run's ledger row; if the ledger cannot give it, the caller's copy or the run folder's run.json.
+    Raises BadInput only when none of them knows the run."""
+    try:
+        return open_ledger(home).get(run_id)
+    except (KrError, sqlite3.Error, OSError):
+        if known is not None:
+            return known
+        record = ledger_mod.read_record(workspace.runs_dir(home) / run_id)
+        if record is None:
+            raise
+        return RunRow(**{k: record.get(k) for k in ledger_mod.RUN_COLUMNS})
+
+
+def _record_outcome(home: Path, row: RunRow, status: str, values: dict) -> RunRow:
+    """Finish the ledger row (or put it back if the ledger lost it), then run.json, the truth a rebuild
+    reads (if kr dies in between, the archive manifest still names the outcome). A ledger that cannot be
+    written is a warning: the run's outcome is in its folder. Raises nothing of its own."""
+    final = RunRow(**{**row.to_record(), **values, "status": status})
+    try:
+        ledger = open_ledger(home)
+        if not ledger.finish(row.run_id, status, **values):
+            if ledger.has(row.run_id):
+                return ledger.get(row.run_id)  # settled meanwhile by another kr (`kr runs stop`): theirs stands
+            ledger.restore(final.to_record())
+        final = ledger.get(row.run_id)
+    except (KrError, sqlite3.Error, OSError) as error:
+        _warn(f"kr: {row.run_id} ended {status}, but the ledger could not record it: {error}. Its files are in "
+              f"{row.run_dir}; once the ledger can be written, the next `kr runs ls` records it (a damaged "
+              "ledger: `kr runs rebuild`)")
+    try:
+        ledger_mod.write_record(row.run_dir, final.to_record())
+    except OSError as error:
+        _warn(f"kr: {row.run_id}: cannot write {runfolder.of(row.run_dir).record}: {error}")
+    return final
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _message(outcome: Outcome) -> str:
@@ -363,14 +422,15 @@ def reconcile(home: Path) -> list[RunRow]:
 
 
 def settle_from_files(home: Path, row: RunRow) -> RunRow:
-    """Finish an active run from what its folder shows (the log, the output files)."""
+    """Finish an active run from what its folder shows (the log, the output files). A row rebuilt from
+    an older kr's folder has no pid but may have a log: that is classified like any other."""
     folder = runfolder.of(row.run_dir)
-    if not row.pid or not folder.spec.is_file():
-        open_ledger(home).finish(row.run_id, "crashed", reason="lost", hint="kr stopped before the trainer was launched")
-        return open_ledger(home).get(row.run_id)
+    if not folder.spec.is_file() or not (row.pid or folder.log.is_file()):
+        return _record_outcome(home, row, "crashed", {"reason": "lost", "finished_at": time.time(),
+                                                      "hint": "kr stopped before the trainer was launched"})
     progress = read_progress(folder.log)
     return finalize(home, row.run_id, progress, None, stop_requested=bool(row.stop_requested),
-                    diverged=progress.nan, spec=load_spec(folder.root))
+                    diverged=progress.nan, spec=load_spec(folder.root), row=row)
 
 
 # ----------------------------------------------------------------------------------------------

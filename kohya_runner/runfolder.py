@@ -2,6 +2,7 @@
 
     runs/<id>/
       config.toml  dataset.toml  sample_prompts.txt  spec.json     rendered before launch (render)
+      run.json                                                     the ledger row's copy (ledger.rebuild reads it)
       command.json  environment.json                               how the trainer is started
       trainer.log                                                  the trainer's console (monitor follows it)
       supervisor.log                                               a detached supervisor's own output
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPEC_FILE = "spec.json"
+RUN_FILE = "run.json"  # the run's ledger row, mirrored: the ledger can be rebuilt from the run folders
 CONFIG_FILE = "config.toml"
 DATASET_FILE = "dataset.toml"
 PROMPTS_FILE = "sample_prompts.txt"
@@ -44,6 +46,10 @@ class RunFolder:
     @property
     def spec(self) -> Path:
         return self.root / SPEC_FILE
+
+    @property
+    def record(self) -> Path:
+        return self.root / RUN_FILE
 
     @property
     def config(self) -> Path:

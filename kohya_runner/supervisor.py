@@ -9,20 +9,22 @@ empty) and hands the end to run.finalize(). It runs inside `kr run`, or detached
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from . import run as run_mod, runfolder
-from .errors import Failed
-from .ledger import RunRow, open_ledger
+from .errors import Failed, KrError
+from .ledger import Ledger, RunRow, open_ledger
 from .monitor import LogFollower, LossGuard, Progress
 from .process import STOP_TIMEOUTS, GroupStopper, group_alive, same_process, start_time
 from .usage import GpuSampler, Resources, tree_rss
 
 LEDGER_EVERY = 2.0  # seconds between progress writes to the ledger
+T = TypeVar("T")
 
 
 class Supervisor:
@@ -44,6 +46,7 @@ class Supervisor:
         self.stop_requested = False
         self.diverged = False
         self._gpu: GpuSampler | None = None
+        self._ledger_warned = False
         # The shared cache folder's lock taken by launch(); dropped once the caching phase is over.
         self.cache_lock = getattr(process, "kr_cache_lock", None)
         self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
@@ -55,7 +58,7 @@ class Supervisor:
             self.stopper.deadline = 0.0
             return
         self.stop_requested = True
-        self.ledger.update(self.row.run_id, stop_requested=1)
+        self._ledger(lambda ledger: ledger.update(self.row.run_id, stop_requested=1))
         self.stopper = GroupStopper(self.row.pgid or self.process.pid, self.timeouts)
 
     def _kill_diverged(self) -> None:
@@ -93,10 +96,23 @@ class Supervisor:
 
         cache.after_run(self.cache_lock, self.progress.phase)  # ended mid-caching: delete what it half wrote
         # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
-        stopped = self.stop_requested or bool(self.ledger.get(self.row.run_id).stop_requested)
+        stopped = self.stop_requested or bool(self._ledger(lambda ledger: ledger.get(self.row.run_id).stop_requested))
         return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
                                 diverged=self.diverged, spec=self.spec, resources=self.resources,
-                                inputs=self.archive_inputs.result())
+                                inputs=self.archive_inputs.result(), row=self.row)
+
+    def _ledger(self, use: Callable[[Ledger], T]) -> T | None:
+        """`use(ledger)`, or None when the ledger cannot be used now (deleted and not yet rebuilt, damaged,
+        a full disk): the run goes on, its folder has the truth, and finalize reports the ledger's state.
+        A deleted or replaced ledger file is reopened (and rebuilt) by the Ledger itself."""
+        try:
+            return use(self.ledger)
+        except (KrError, sqlite3.Error, OSError) as error:
+            if not self._ledger_warned:
+                self._ledger_warned = True
+                print(f"kr: {self.row.run_id}: the ledger cannot be used now ({error}); the run goes on",
+                      file=sys.stderr, flush=True)
+            return None
 
     def _on_events(self, events: list[tuple[str, str | None]]) -> None:
         for _, event in events:
@@ -116,7 +132,7 @@ class Supervisor:
         return self.process.poll() if self.process is not None else None
 
     def _check_stop_request(self) -> None:
-        if not self.stop_requested and self.ledger.get(self.row.run_id).stop_requested:
+        if not self.stop_requested and self._ledger(lambda ledger: ledger.get(self.row.run_id).stop_requested):
             self.request_stop()
 
     def _sample_resources(self) -> None:
@@ -133,10 +149,10 @@ class Supervisor:
 
     def _record_progress(self) -> None:
         p = self.progress
-        self.ledger.update(self.row.run_id, steps_done=p.steps_done, steps_total=p.steps_total, epoch=p.epoch,
-                           epochs_total=p.epochs_total, loss=run_mod.finite(p.avr_loss), min_loss=p.min_loss,
-                           it_per_s=p.it_per_s, peak_rss=self.resources.peak_rss or None,
-                           peak_vram=self.resources.peak_vram)
+        self._ledger(lambda ledger: ledger.update(
+            self.row.run_id, steps_done=p.steps_done, steps_total=p.steps_total, epoch=p.epoch,
+            epochs_total=p.epochs_total, loss=run_mod.finite(p.avr_loss), min_loss=p.min_loss,
+            it_per_s=p.it_per_s, peak_rss=self.resources.peak_rss or None, peak_vram=self.resources.peak_vram))
 
     def _empty_group(self) -> None:
         """The trainer may be gone while data loader workers linger; nothing of the run may stay behind."""

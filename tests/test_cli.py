@@ -92,6 +92,7 @@ def test_open_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monk
 
     class FakeLedger:
         active: list = []
+        read_only = False  # a full or read-only workspace settles nothing
 
         def runs(self, status=None):
             return self.active

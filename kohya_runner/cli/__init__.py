@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug in kr: one line, and the way to see more
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # not a bug: the disk
+            message = (f"cannot write {e.filename or 'to the workspace'}: {e.strerror}. Fix: free space on that disk, "
+                       "or use --home elsewhere")
+            _fail(f"Error: {message}", 1, as_json,
+                  {"error": message, "field": None, "file": e.filename, "fix": "free space on that disk, or use --home elsewhere",
+                   "exit_code": 1})
         message = (f"internal error in kr: {type(e).__name__}: {e}. Run again with --debug for the traceback, and "
                    "please report it.")
         _fail(f"Error: {message}", 1, as_json,

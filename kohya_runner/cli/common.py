@@ -52,12 +52,14 @@ def print_json(data: Any, schema: str | None = None) -> None:
 
 
 def open_ledger(root: Path, *, settle: bool = True):
-    """The workspace's ledger; with settle, runs whose kr process died are settled first (run.reconcile),
-    so no command reads a dead run as running. Raises nothing of its own."""
+    """The workspace's ledger (rebuilt from the run folders if its file is missing; read-only on a full or
+    read-only disk, where nothing is settled); with settle, runs whose kr process died are settled first
+    (run.reconcile), so no command reads a dead run as running. Raises BadInput for a damaged ledger
+    (naming `kr runs rebuild`), Failed when it cannot be created."""
     from ..ledger import ACTIVE, open_ledger as open_workspace_ledger
 
     ledger = open_workspace_ledger(root)
-    if settle and ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
+    if settle and not ledger.read_only and ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
         from ..run import reconcile
 
         reconcile(root)

@@ -1,4 +1,4 @@
-"""`kr runs ls | show | tail | stop | rm | diff | export | resume`: the run ledger."""
+"""`kr runs ls | show | tail | stop | rm | diff | export | resume | rebuild`: the run ledger."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ Examples:
   kr runs stop marker-0003
   kr runs diff marker-0003 marker-0004
   kr runs export marker-0003 -o ~/deliveries/
-  kr runs resume marker-0003"""
+  kr runs resume marker-0003
+  kr runs rebuild                 (re-create the ledger from the run folders)"""
 
 
 @click.group(epilog=EPILOG)
 def runs() -> None:
-    """List, inspect, follow, stop, compare, export and resume runs."""
+    """List, inspect, follow, stop, compare, export and resume runs; rebuild the ledger."""
 
 
 def _ledger(ctx):
@@ -261,3 +262,27 @@ def best(ctx, ref, epoch, as_json):
                           ("CHECKPOINT", "STEP", "LOSS", "FILE", "")))
     flag = "--best" if choice.how == "best" else f"--epoch {epoch}"
     click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")
+
+
+@runs.command("rebuild", epilog="Example:\n\n  kr runs rebuild      (after `kr runs ls` reports a damaged ledger)")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def rebuild(ctx, as_json):
+    """Re-create the ledger from the run folders (runs/*/run.json, archive manifests, sweeps/*/sweep.json);
+    the previous ledger file is kept beside it as ledger.sqlite.corrupt-<time> (or .previous-<time> if it was readable)."""
+    from ..ledger import rebuild as rebuild_ledger
+
+    root = home(ctx)
+    if not root.is_dir():
+        from ..errors import BadInput
+
+        raise BadInput(f"no workspace at {root}. Fix: give the workspace with --home or KR_HOME")
+    done = rebuild_ledger(root, keep_previous=True)
+    open_ledger(root)  # settles runs whose kr process is gone, as every command does
+    if as_json:
+        print_json({"runs": done.runs, "sweeps": done.sweeps, "kept": str(done.kept) if done.kept else None},
+                   schema="runs-rebuild")
+        return
+    click.echo(f"rebuilt {root / 'ledger.sqlite'} from {done.runs} run folder(s) and {done.sweeps} sweep folder(s)")
+    if done.kept:
+        click.echo(f"  the previous file is kept as {done.kept}")

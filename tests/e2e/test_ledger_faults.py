@@ -12,7 +12,6 @@ import pytest
 
 from conftest import run_kr
 
-pytestmark = pytest.mark.xfail(strict=False, reason="issue 12 acceptance test, written before the fix; remove this mark when fixed")
 
 
 def _latest(home, timeout=60.0, predicate=lambda row: True):
