@@ -62,7 +62,12 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
 
+    from ..trainers.notes import fit
+
     open_ledger(root)
+    spec, notes = fit(root, spec, run_mod.backend_for(spec, options), num_processes=max(1, len(options.gpus or [])))
+    for line in notes:
+        click.echo(f"note: {line}", err=as_json)
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     row = run_mod.prepare(root, spec, options)
     if detach:
@@ -119,3 +124,16 @@ def summary(row) -> None:
     if row.result_path:
         click.echo(f"  result: {row.result_path}")
     click.echo(f"  run folder: {row.run_dir}")
+    if row.status == "succeeded":
+        next_steps(row.run_id)
+
+
+def next_steps(run_id: str) -> None:
+    """What to do with a finished run (after `kr run` and `kr demo`)."""
+    steps = [(f"kr report {run_id}", "evaluation sheet: samples side by side, loss, config"),
+             (f"kr release {run_id} --best -o DIR", "deliver the lowest-loss checkpoint"),
+             (f"kr runs show {run_id}", "everything the ledger knows about it")]
+    width = max(len(command) for command, _ in steps)
+    click.echo("next:")
+    for command, what in steps:
+        click.echo(f"  {command:<{width}}   # {what}")
