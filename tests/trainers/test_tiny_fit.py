@@ -40,12 +40,12 @@ def test_the_marker_preset_is_fitted_to_the_tiny_model_with_notes(built):
     spec = preset.resolve("marker", built, [], {"model.base": "tiny"}).spec
     fitted, notes = adapt(built, spec)
     assert fitted.dataset.resolution == (64, 64) and fitted.dataset.max_bucket_reso == 128
-    assert fitted.sample_size == (64, 64) and fitted.sampling.steps == 12
+    assert fitted.sample_size == (64, 64) and fitted.sampling.steps == 6
     assert fitted.precision.mixed_precision == "no" and fitted.training.data_loader_workers == 0
     assert fitted.optimizer.type == "AdamW" and fitted.optimizer.args == {"weight_decay": 0.01}
     assert fitted.optimizer.lr == spec.optimizer.lr and fitted.network.dim == spec.network.dim  # the rest as written
     text = "\n".join(notes)
-    assert "64 px (preset: 1024)" in text and "12 steps (preset: 28)" in text
+    assert "64 px (preset: 1024)" in text and "6 steps (preset: 28)" in text
     assert "AdamW instead of AdamW8bit" in text and "bitsandbytes" in text
 
 
