@@ -770,7 +770,7 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
         reconcile(home)
         spec, notes = fit(home, resolved.spec, backend_for(resolved.spec, options))
         for line in notes:
-            say(f"note: {line}")
+            say(line if line.startswith("warning:") else f"note: {line}")
         options = pre_launch(home, spec, options)
         row = prepare(home, spec, options)
         say(f"smoke run {row.run_id}: {SMOKE_STEPS} steps at {SMOKE_SIZE} px, {family}, "

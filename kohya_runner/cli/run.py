@@ -67,7 +67,7 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     open_ledger(root)
     spec, notes = fit(root, spec, run_mod.backend_for(spec, options), num_processes=max(1, len(options.gpus or [])))
     for line in notes:
-        click.echo(f"note: {line}", err=as_json)
+        click.echo(line if line.startswith("warning:") else f"note: {line}", err=as_json)
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     row = run_mod.prepare(root, spec, options)
     if detach:

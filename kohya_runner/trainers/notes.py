@@ -2,7 +2,7 @@
 
     spec, notes = fit(home, spec, backend)      # kr run / kr demo / kr runs resume, before pre_launch
 
-Each note is one line; the caller prints them (`note: …`) before the trainer starts.
+Each note is one line; the caller prints them before the trainer starts (`note: …`; a warning as it is).
 """
 
 from __future__ import annotations
