@@ -688,8 +688,9 @@ def _smoke_family(plan: Plan, detected: str | None) -> str:
     return "sd15"  # the cheaper one: 2 GiB base, ~20 s for 4 steps on 2 CPU cores (contract §11)
 
 
-def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
-    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves.
+def smoke_overrides(family: str, on_cpu: bool, spec=None, bitsandbytes: bool = False) -> list[str]:
+    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves. On the CPU, an 8-bit or
+    paged optimizer becomes AdamW unless `bitsandbytes` (its CPU build, in the trainer's python) runs it.
 
     Raises nothing.
     """
@@ -704,8 +705,9 @@ def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
     ]
     optimizer = spec.optimizer.type if spec is not None else ""
     if on_cpu:
-        # bitsandbytes' 8-bit and paged optimizers and fp16/fp8 need a GPU; the CPU trains in fp32 (contract §11)
-        if "8bit" in optimizer or optimizer.startswith("Paged"):
+        # fp16/fp8 need a GPU, the CPU trains in fp32 (contract §11); bitsandbytes' CPU build runs its 8-bit
+        # AdamW on the CPU (sd-scripts' AdamW8bit ran so on a CPU-only machine), an older one does not load
+        if ("8bit" in optimizer or optimizer.startswith("Paged")) and not bitsandbytes:
             overrides.append("optimizer.type=AdamW")
         overrides += ["precision.mixed_precision=no", "precision.full_bf16=false", "precision.full_fp16=false",
                       "precision.fp8_base=false"]
@@ -764,7 +766,8 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
         chosen = plan.preset if plan.spec is not None and plan.spec.model.family == family else f"{family}-lora"
         chosen_spec = plan.spec if chosen == plan.preset else preset_mod.resolve(chosen, home).spec
         images = _smoke_images(home / "doctor" / "smoke-images")  # kept: the run's cache folder links to it
-        resolved = preset_mod.resolve(chosen, home, smoke_overrides(family, on_cpu, chosen_spec),
+        overrides = smoke_overrides(family, on_cpu, chosen_spec, on_cpu and _has_bitsandbytes(home))
+        resolved = preset_mod.resolve(chosen, home, overrides,
                                       {"dataset.dir": str(images), "model.base": base})
         options = RunOptions(preset=chosen, gpus=[] if on_cpu else (gpus or [0]))
         reconcile(home)
@@ -807,6 +810,13 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
     vram = f", peak VRAM {_gib(data['peak_vram'])}" if data["peak_vram"] else ""
     return Check(name, OK, f"{final.run_id}: {final.steps_done} steps at {SMOKE_SIZE} px in {wall:.1f} s, {speed}, "
                  f"peak RSS {_gib(final.peak_rss)}{vram} ({data['device']})"), data
+
+
+def _has_bitsandbytes(home: Path) -> bool:
+    from .trainers.packages import missing_modules
+
+    python = trainer_info(home).python
+    return bool(python) and missing_modules(python, ["bitsandbytes"]) == []
 
 
 def _random_base(home: Path, family: str, say: Callable[[str], None]) -> Path:
