@@ -60,3 +60,27 @@ def available_here(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def missing_package_hint(spec, exception: str | None) -> str | None:
+    """The fix for a trainer that stopped on the missing package of its optimizer, in English and naming the
+    override (sd-scripts' own line is "No bitsandbytes / bitsandbytesがインストールされていないようです");
+    None when the `exception` line names another package (xformers, …). Raises nothing."""
+    if spec is None or not exception:
+        return None
+    wanted = spec.optimizer.type
+    module = module_for(wanted)
+    if module is None:
+        return None
+    names = {module.lower(), pip_name(module).lower()} | ({"prodigy"} if module == "prodigyopt" else set())
+    if not names & set(_words(exception)):
+        return None
+    return (f"optimizer.type = {wanted} needs {pip_name(module)}: install it into the trainer environment "
+            f"(`<trainer python> -m pip install {pip_name(module)}`; `kr doctor PRESET` checks it), or run with "
+            "optimizer.type=AdamW")
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z0-9_\-]+", text.lower())

@@ -97,3 +97,15 @@ def test_missing_optimizer_packages_are_found_in_a_real_trainer_python(tmp_path)
                                              "AdamWScheduleFree", "AdamW", "Adafactor", "pytorch_optimizer.CAME")] == \
         ["bitsandbytes", "bitsandbytes", "prodigyopt", "dadaptation", "lion_pytorch", "schedulefree", None, None,
          "pytorch_optimizer"]
+
+
+def test_a_missing_optimizer_package_gets_an_english_hint_naming_the_override(home):
+    from kohya_runner.monitor import Progress, classify
+
+    spec = preset.resolve("marker", home).spec
+    progress = Progress(failure="missing_package",
+                        exception="ImportError: No bitsandbytes / bitsandbytesがインストールされていないようです")
+    outcome = classify(progress, 1, False, stop_requested=False, diverged=False, spec=spec)
+    assert "needs bitsandbytes" in outcome.hint and "optimizer.type=AdamW" in outcome.hint
+    progress.exception = "ModuleNotFoundError: No module named 'xformers'"  # not the optimizer's package
+    assert "bitsandbytes" not in classify(progress, 1, False, stop_requested=False, diverged=False, spec=spec).hint
