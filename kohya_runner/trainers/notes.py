@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import KrError
+
 
 def fit(home: Path, spec, backend: str, num_processes: int = 1):
     """(the spec to launch, notes): the tiny backend's adaptation (kohya_runner.trainers.tiny.adapt),
-    then the warnings of warmup_notes. Raises BadInput for a dataset folder that does not exist."""
+    then the warnings of warmup_notes. Raises SpecError (BadInput) only if the fitted spec breaks a rule."""
     notes: list[str] = []
     if backend == "tiny":
         from .tiny import adapt
@@ -26,12 +28,14 @@ def warmup_notes(spec, num_processes: int = 1) -> list[str]:
     never reaches optimizer.lr, e.g. the presets' 100 warmup steps in a 4-step smoke run.
 
     Cheap: the folder is listed once and the step count bounded (all images in one bucket / each in its
-    own); only a warmup between the bounds needs the bucket table of the dataset check. Raises BadInput
-    for a dataset folder that does not exist."""
+    own); only a warmup between the bounds needs the bucket table of the dataset check. Raises nothing."""
     warmup = spec.scheduler.warmup_steps
     if isinstance(warmup, float) or not warmup:  # a float below 1 is a share of the run
         return []
-    total = total_steps(spec, num_processes, warmup)
+    try:
+        total = total_steps(spec, num_processes, warmup)
+    except KrError:  # a missing folder, bad settings: the dataset check reports them in its own words
+        return []
     if total is None or warmup < total:
         return []
     return [f"warning: scheduler.warmup_steps = {warmup} is not shorter than the whole run ({total} steps), so the "
@@ -41,7 +45,8 @@ def warmup_notes(spec, num_processes: int = 1) -> list[str]:
 
 def total_steps(spec, num_processes: int = 1, warmup: int | None = None) -> int | None:
     """The run's optimizer steps as sd-scripts counts them; None without a dataset folder. When `warmup`
-    is given, an exact count is worked out only if the bounds do not decide warmup >= total."""
+    is given, an exact count is worked out only if the bounds do not decide warmup >= total. Raises
+    BadInput for a missing dataset folder or values sd-scripts rejects."""
     from ..sdscripts.steps import plan_from_spec, step_math
 
     plan = plan_from_spec(spec, num_processes)
