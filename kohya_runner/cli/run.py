@@ -61,7 +61,6 @@ def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, sk
 def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: bool = False) -> None:
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
-
     from ..trainers.notes import fit
 
     open_ledger(root)
