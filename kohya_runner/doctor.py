@@ -1,4 +1,5 @@
-"""`kr doctor`: is this machine ready to train with sd-scripts, offline? One small function per check.
+"""`kr doctor`: is this machine ready to train with sd-scripts (or kr's built-in tiny trainer, for a
+plan on `--base tiny`), offline? One small function per check.
 
 Each check returns a Check(name, status, detail, fix) with status ok | warn | fail; `kr doctor`
 exits 1 when any check fails. The facts a check needs (the trainer environment's versions, the
@@ -8,7 +9,9 @@ exercised with facts a test makes up (a GPU, a full disk).
 Checks: the trainer's python, torch and its CUDA build; GPUs and free VRAM; the sd-scripts pin and
 the checkout's integrity; the offline tokenizer folders; the base model's architecture against the
 preset; the dataset; disk space for the planned outputs; that the trainer's python really runs
-offline; an accelerate default config that could change devices. `smoke()` trains 4 real steps at
+offline; an accelerate default config that could change devices; the optimizer's package (bitsandbytes,
+prodigyopt, …) in the trainer's python. On the tiny backend only what it uses is checked: kr's own
+python with the demo extra, the tiny base, the optimizer, dataset, disk and offline. `smoke()` trains 4 real steps at
 64 px through kr's own run pipeline and reports it/s and peak memory from the ledger.
 """
 
@@ -222,6 +225,71 @@ def check_cuda(info: TrainerInfo, gpus: list[Gpu]) -> Check | None:
                  "--smoke`, far too slow for real runs)", "train on a machine with an NVIDIA GPU")
 
 
+TINY_NEEDS = ("torch", "diffusers", "transformers", "peft", "safetensors")
+
+
+def check_tiny_trainer() -> Check:
+    """The built-in tiny trainer runs on kr's own python and needs the `[demo]` extra. Raises nothing."""
+    from .trainers.packages import available_here
+
+    name = "tiny trainer"
+    missing = [module for module in TINY_NEEDS if not available_here(module)]
+    where = f"{sys.executable}: Python {sys.version.split()[0]}"
+    if missing:
+        return Check(name, FAIL, f"{where} lacks {', '.join(missing)}, which the built-in tiny trainer needs",
+                     "`pip install torch --index-url https://download.pytorch.org/whl/cpu` then "
+                     "`pip install -e '.[demo]'` (in kr's environment)")
+    return Check(name, OK, f"{where}, with {', '.join(TINY_NEEDS)} (kr's own environment; CPU)")
+
+
+OPTIONAL_OPTIMIZER_MODULES = ("bitsandbytes", "prodigyopt", "dadaptation", "lion_pytorch", "schedulefree")
+
+
+def check_optimizer(spec, python: str | None, backend: str) -> Check | None:
+    """Whether the trainer's python can import the package the planned optimizer needs (AdamW8bit →
+    bitsandbytes, Prodigy → prodigyopt, …): sd-scripts would fail on it only after caching. Without a
+    preset, which optional optimizer packages are there. None when there is no python to ask.
+    Raises nothing."""
+    from .trainers.packages import missing_modules, module_for, pip_name
+
+    name = "optimizer"
+    python = sys.executable if backend == "tiny" else python
+    if not python:
+        return None
+    if spec is None:
+        missing = missing_modules(python, OPTIONAL_OPTIMIZER_MODULES)
+        if missing is None:
+            return None
+        present = [pip_name(m) for m in OPTIONAL_OPTIMIZER_MODULES if m not in missing]
+        absent = [pip_name(m) for m in missing]
+        return Check(name, OK, f"optional optimizer packages in {python}: "
+                     f"{', '.join(present) or 'none'} installed; {', '.join(absent) or 'none'} not "
+                     "(AdamW8bit/Paged*/Lion8bit need bitsandbytes, Prodigy prodigyopt, DAdapt* dadaptation, "
+                     "Lion lion-pytorch, *ScheduleFree schedulefree)")
+    wanted = spec.optimizer.type
+    module = module_for(wanted)
+    if module is None:
+        return Check(name, OK, f"{wanted}: built into torch/transformers")
+    missing = missing_modules(python, [module])
+    if missing is None:
+        return Check(name, WARN, f"{wanted} needs {pip_name(module)}; {python} could not be asked",
+                     "check the trainer environment (`kr vendor status`)")
+    if backend == "tiny":
+        if missing or wanted.lower().endswith("schedulefree"):
+            from .trainers.tiny import stand_in
+
+            why = f"{pip_name(module)} is not installed in kr's environment" if missing else "not in the tiny trainer"
+            return Check(name, OK, f"{wanted}: {why}, so the tiny trainer uses {stand_in(wanted)} instead (with a "
+                         "note); sd-scripts runs it as written")
+        return Check(name, OK, f"{wanted}: {pip_name(module)} is installed in {python}")
+    if missing:
+        return Check(name, FAIL, f"optimizer.type = {wanted} needs {pip_name(module)}, which the trainer's python "
+                     f"{python} cannot import: sd-scripts would fail after caching",
+                     f"`{python} -m pip install {pip_name(module)}`, or choose another optimizer, e.g. "
+                     "optimizer.type=AdamW")
+    return Check(name, OK, f"{wanted}: {pip_name(module)} is installed in {python}")
+
+
 def parse_vram(text: str | None) -> int | None:
     """A preset header's `vram = "24 GB"` in bytes; None for "none (CPU)" or no header.
 
@@ -305,7 +373,8 @@ def check_base(base: str, home: Path, family: str | None) -> Check:
     if base == "tiny":
         folder = workspace.tiny_base_dir(home, family or "sdxl")
         if not (folder / "model_index.json").is_file():
-            return Check(name, FAIL, f"kr's tiny base is not built ({folder})", "`kr base tiny`")
+            return Check(name, OK, f"kr's tiny {family or 'sdxl'} base: not built yet; the first `kr run --base tiny` "
+                         f"(or `kr demo`, `kr base tiny`) builds it in {folder}")
         return Check(name, OK, f"kr's tiny {family or 'sdxl'} base (built-in tiny trainer)")
     try:
         info = bases.detect_architecture(Path(base).expanduser())
@@ -566,17 +635,24 @@ def run_checks(home: Path, plan: Plan, *, preset_check: Check | None = None, smo
 
     from . import workspace
 
-    gpus = gpu_inventory() if gpus is None else gpus
-    info = trainer_info(home) if info is None else info
     spec = plan.spec
     family = spec.model.family if spec is not None else None
     checks = [c for c in (preset_check,) if c is not None]
-    checks.append(check_trainer_python(info))
-    checks.append(check_torch(info))
-    checks += [c for c in (check_cuda(info, gpus),) if c is not None]
-    checks.append(check_gpus(gpus, plan.vram, plan.gpu))
-    checks.append(check_sd_scripts(home))
-    checks.append(check_tokenizers(folder_for(home, spec), family or "sdxl"))
+    tiny = plan_backend(plan) == "tiny"
+    if tiny:  # kr's own python on the CPU: no sd-scripts, tokenizer folders, GPU or accelerate involved
+        info = TrainerInfo(python=sys.executable)
+        checks.append(check_tiny_trainer())
+    else:
+        gpus = gpu_inventory() if gpus is None else gpus
+        info = trainer_info(home) if info is None else info
+        checks.append(check_trainer_python(info))
+        checks.append(check_torch(info))
+        checks += [c for c in (check_cuda(info, gpus),) if c is not None]
+        checks.append(check_gpus(gpus, plan.vram, plan.gpu))
+        checks.append(check_sd_scripts(home))
+        checks.append(check_tokenizers(folder_for(home, spec), family or "sdxl"))
+    checks += [c for c in (check_optimizer(spec, info.python if info.python_version or tiny else None,
+                                           "tiny" if tiny else "sd-scripts"),) if c is not None]
     if plan.base:
         checks.append(check_base(plan.base, home, family))
     if plan.dataset:
@@ -586,8 +662,15 @@ def run_checks(home: Path, plan: Plan, *, preset_check: Check | None = None, smo
     home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kr-doctor-") as scratch:
         checks.append(check_offline(info.python, Path(scratch)))
-    checks.append(check_accelerate_config())
+    if not tiny:
+        checks.append(check_accelerate_config())
     return Report(checks)
+
+
+def plan_backend(plan: Plan) -> str:
+    """tiny when the planned base is kr's tiny model (as `kr run` decides), else sd-scripts. Raises nothing."""
+    base = plan.base or (plan.spec.model.base if plan.spec is not None else None)
+    return "tiny" if base == "tiny" else "sd-scripts"
 
 
 def _dataset_spec(spec, folder: str):
@@ -642,8 +725,9 @@ def _smoke_family(plan: Plan, detected: str | None) -> str:
     return "sd15"  # the cheaper one: 2 GiB base, ~20 s for 4 steps on 2 CPU cores (contract §11)
 
 
-def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
-    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves.
+def smoke_overrides(family: str, on_cpu: bool, spec=None, bitsandbytes: bool = False) -> list[str]:
+    """4 optimizer steps at 64 px, batch 1, no sampling, no intermediate saves. On the CPU, an 8-bit or
+    paged optimizer becomes AdamW unless `bitsandbytes` (its CPU build, in the trainer's python) runs it.
 
     Raises nothing.
     """
@@ -654,11 +738,13 @@ def smoke_overrides(family: str, on_cpu: bool, spec=None) -> list[str]:
         "training.persistent_data_loader_workers=false", "sampling.prompts=[]", "saving.every_n_epochs=none",
         "saving.every_n_steps=none", "saving.last_n_epochs=none", "saving.last_n_steps=none", "saving.state=false",
         "saving.state_on_train_end=false", "network.dim=4", "network.alpha=4.0",
+        "scheduler.warmup_steps=0",  # the presets' 100 warmup steps would outlast the 4-step run
     ]
     optimizer = spec.optimizer.type if spec is not None else ""
     if on_cpu:
-        # bitsandbytes' 8-bit and paged optimizers and fp16/fp8 need a GPU; the CPU trains in fp32 (contract §11)
-        if "8bit" in optimizer or optimizer.startswith("Paged"):
+        # fp16/fp8 need a GPU, the CPU trains in fp32 (contract §11); bitsandbytes' CPU build runs its 8-bit
+        # AdamW on the CPU (sd-scripts' AdamW8bit ran so on a CPU-only machine), an older one does not load
+        if ("8bit" in optimizer or optimizer.startswith("Paged")) and not bitsandbytes:
             overrides.append("optimizer.type=AdamW")
         overrides += ["precision.mixed_precision=no", "precision.full_bf16=false", "precision.full_fp16=false",
                       "precision.fp8_base=false"]
@@ -698,8 +784,9 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
     import time
 
     from . import bases, preset as preset_mod
-    from .run import RunOptions, launch, pre_launch, prepare, reconcile
+    from .run import RunOptions, backend_for, launch, pre_launch, prepare, reconcile
     from .supervisor import Supervisor
+    from .trainers.notes import fit
 
     say = progress or (lambda line: None)
     name = "smoke run"
@@ -716,12 +803,16 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
         chosen = plan.preset if plan.spec is not None and plan.spec.model.family == family else f"{family}-lora"
         chosen_spec = plan.spec if chosen == plan.preset else preset_mod.resolve(chosen, home).spec
         images = _smoke_images(home / "doctor" / "smoke-images")  # kept: the run's cache folder links to it
-        resolved = preset_mod.resolve(chosen, home, smoke_overrides(family, on_cpu, chosen_spec),
+        overrides = smoke_overrides(family, on_cpu, chosen_spec, on_cpu and _has_bitsandbytes(home))
+        resolved = preset_mod.resolve(chosen, home, overrides,
                                       {"dataset.dir": str(images), "model.base": base})
         options = RunOptions(preset=chosen, gpus=[] if on_cpu else (gpus or [0]))
         reconcile(home)
-        options = pre_launch(home, resolved.spec, options)
-        row = prepare(home, resolved.spec, options)
+        spec, notes = fit(home, resolved.spec, backend_for(resolved.spec, options))
+        for line in notes:
+            say(line if line.startswith("warning:") else f"note: {line}")
+        options = pre_launch(home, spec, options)
+        row = prepare(home, spec, options)
         say(f"smoke run {row.run_id}: {SMOKE_STEPS} steps at {SMOKE_SIZE} px, {family}, "
             f"{'CPU' if on_cpu else 'GPU ' + str(options.gpus[0])}, base {base}")
         process = launch(home, row.run_id)
@@ -756,6 +847,13 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
     vram = f", peak VRAM {_gib(data['peak_vram'])}" if data["peak_vram"] else ""
     return Check(name, OK, f"{final.run_id}: {final.steps_done} steps at {SMOKE_SIZE} px in {wall:.1f} s, {speed}, "
                  f"peak RSS {_gib(final.peak_rss)}{vram} ({data['device']})"), data
+
+
+def _has_bitsandbytes(home: Path) -> bool:
+    from .trainers.packages import missing_modules
+
+    python = trainer_info(home).python
+    return bool(python) and missing_modules(python, ["bitsandbytes"]) == []
 
 
 def _random_base(home: Path, family: str, say: Callable[[str], None]) -> Path:

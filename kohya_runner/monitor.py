@@ -302,6 +302,12 @@ def _failure_text(reason: str) -> str:
 def _hint(reason: str, spec=None, progress: Progress | None = None) -> str | None:
     if reason == "cuda_oom":
         return oom_hint(spec, during_sampling=bool(progress and progress.phase == "sampling"))
+    if reason == "missing_package":
+        from .trainers.packages import missing_package_hint
+
+        hint = missing_package_hint(spec, progress.exception if progress else None)
+        if hint:
+            return hint
     return {
         "no_data": "the dataset folder has no images sd-scripts reads (.png .jpg .jpeg .webp .bmp directly in it); "
                    "run `kr dataset check DIR`",

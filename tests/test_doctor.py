@@ -86,6 +86,33 @@ def test_torch_fails_in_an_environment_without_torch(kr, env, monkeypatch, tmp_p
     assert check(report, "offline")["status"] == OK  # the same python, asked with kr's environment
 
 
+def test_optimizer_fails_when_the_trainer_python_lacks_its_package(kr, env, monkeypatch, tmp_path):
+    python = make_venv(tmp_path / "venv")
+    monkeypatch.setenv("KR_SD_PYTHON", str(python))
+    code, report = doctor_json(kr, "marker")  # AdamW8bit
+    optimizer = check(report, "optimizer")
+    assert code == 1 and optimizer["status"] == FAIL and "bitsandbytes" in optimizer["detail"]
+    assert "pip install bitsandbytes" in optimizer["fix"] and "optimizer.type=AdamW" in optimizer["fix"]
+    assert check(doctor_json(kr, "prodigy")[1], "optimizer")["detail"].count("prodigyopt") == 1
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "bitsandbytes").mkdir()
+    Path(site, "bitsandbytes", "__init__.py").write_text("")
+    assert check(doctor_json(kr, "marker")[1], "optimizer")["status"] == OK
+    listing = check(doctor_json(kr)[1], "optimizer")  # no preset: which optional packages are there
+    assert listing["status"] == OK and "bitsandbytes installed" in listing["detail"]
+
+
+def test_on_the_tiny_backend_only_what_the_tiny_trainer_uses_is_checked(kr, env):
+    code, report = doctor_json(kr, "marker", "--base", "tiny")
+    names = [c["name"] for c in report["checks"]]
+    assert code == 0 and report["ok"], report
+    assert "tiny trainer" in names and "base model" in names and "optimizer" in names
+    assert not {"trainer python", "torch", "CUDA", "GPU", "sd-scripts", "tokenizers", "accelerate config"} & set(names)
+    assert "not built yet" in check(report, "base model")["detail"]  # `kr run --base tiny` builds it
+    assert "uses AdamW instead" in check(report, "optimizer")["detail"] or "installed" in check(report, "optimizer")["detail"]
+
+
 def test_torch_too_old_fails():
     result = doctor.check_torch(TrainerInfo("/p", "3.10.12", "2.4.1+cu121", "12.1"))
     assert result.status == FAIL and ">= 2.6" in result.detail

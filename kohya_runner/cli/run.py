@@ -75,8 +75,13 @@ def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, sk
 def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: bool = False) -> None:
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
+    from ..trainers.notes import fit
 
-    # every check first, writing nothing; then the cache folder, the ledger (settling dead runs) and the row
+    # the spec fitted to the backend (the tiny model's scale), then every check, writing nothing; then the
+    # cache folder, the ledger (settling dead runs) and the row
+    spec, notes = fit(root, spec, run_mod.backend_for(spec, options), num_processes=max(1, len(options.gpus or [])))
+    for line in notes:
+        click.echo(line if line.startswith("warning:") else f"note: {line}", err=as_json)
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     open_ledger(root)
     row = run_mod.prepare(root, spec, options)
@@ -144,3 +149,16 @@ def summary(row) -> None:
     if row.result_path:
         click.echo(f"  result: {row.result_path}")
     click.echo(f"  run folder: {row.run_dir}")
+    if row.status == "succeeded":
+        next_steps(row.run_id)
+
+
+def next_steps(run_id: str) -> None:
+    """What to do with a finished run (after `kr run` and `kr demo`)."""
+    steps = [(f"kr report {run_id}", "evaluation sheet: samples side by side, loss, config"),
+             (f"kr release {run_id} --best -o DIR", "deliver the lowest-loss checkpoint"),
+             (f"kr runs show {run_id}", "everything the ledger knows about it")]
+    width = max(len(command) for command, _ in steps)
+    click.echo("next:")
+    for command, what in steps:
+        click.echo(f"  {command:<{width}}   # {what}")
