@@ -85,7 +85,7 @@ def test_each_distinct_base_is_checked_once_and_a_wrong_one_invalidates_its_memb
 
 def test_refused_sweep_options_write_nothing(kr, home, style_images, sdxl_header_base, fault_checkout):
     common = ["sweep", "marker", "--dataset", style_images, "--base", sdxl_header_base, "--seeds", "1,2"]
-    for extra, message in ((["--max-parallel", "0"], "--max-parallel 0"), (["--gpus", "5"], "no GPU 5"),
+    for extra, message in ((["--max-parallel", "0"], "--max-parallel 0"), (["--gpus", "5"], "asks for GPU 5"),
                            (["--gpus", "cpu", "--max-parallel", "-1"], "at least one slot")):
         result = kr(*common, *extra)
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
