@@ -18,9 +18,9 @@ from typing import Callable
 from . import run as run_mod, runfolder
 from .errors import Failed
 from .ledger import RunRow, open_ledger
-from .monitor import LogFollower, LossGuard, Progress
+from .monitor import LogFollower, LossGuard, Progress, sample_plan
 from .process import STOP_TIMEOUTS, GroupStopper, group_alive, same_process, start_time
-from .usage import GpuSampler, Resources, tree_rss
+from .usage import GpuSampler, Resources, tree_memory
 
 LEDGER_EVERY = 2.0  # seconds between progress writes to the ledger
 
@@ -28,7 +28,8 @@ LEDGER_EVERY = 2.0  # seconds between progress writes to the ledger
 class Supervisor:
     def __init__(self, home: Path, run_id: str, process: subprocess.Popen | None = None,
                  on_update: Callable[[Progress, Resources], None] | None = None,
-                 timeouts: tuple[float, float] = STOP_TIMEOUTS):
+                 timeouts: tuple[float, float] = STOP_TIMEOUTS,
+                 on_event: Callable[[str, str | None, Progress], None] | None = None):
         self.home = home
         self.ledger = open_ledger(home)
         self.row = self.ledger.get(run_id)
@@ -37,8 +38,9 @@ class Supervisor:
         self.process = process
         self.on_update = on_update
         self.timeouts = timeouts
-        self.follower = LogFollower(runfolder.of(self.run_dir).log)
+        self.follower = LogFollower(runfolder.of(self.run_dir).log, on_segment=on_event)
         self.progress = self.follower.progress
+        _plan_samples(self.progress, self.run_dir, self.spec)
         self.resources = Resources()
         self.stopper: GroupStopper | None = None
         self.stop_requested = False
@@ -123,7 +125,7 @@ class Supervisor:
         if self._gpu is None:
             self._gpu = GpuSampler()
         pid = self.process.pid if self.process is not None else self.row.pid
-        self.resources.rss = tree_rss(pid) if pid else 0
+        self.resources.rss = tree_memory(pid) if pid else 0
         self.resources.peak_rss = max(self.resources.peak_rss, self.resources.rss)
         self.resources.gpu_used = self._gpu.used_bytes()
         if self.row.gpu:  # a GPU run: NVML's memory in use on its first GPU
@@ -149,13 +151,24 @@ class Supervisor:
 # Following a run from another terminal (`kr runs tail`).
 
 
+def _plan_samples(progress: Progress, run_dir: Path, spec) -> None:
+    plan = sample_plan(run_dir, spec)
+    if plan is not None:
+        progress.plan_samples(*plan)
+
+
 def follow(home: Path, run_id: str, on_update: Callable[[Progress, Resources], None] | None = None,
-           on_text: Callable[[str], None] | None = None, poll: float = 0.25) -> RunRow:
-    """Replay the run's log, then follow it until the ledger says it ended. Raises BadInput for an
-    unknown run."""
+           on_text: Callable[[str], None] | None = None, poll: float = 0.25,
+           on_event: Callable[[str, str | None, Progress], None] | None = None) -> RunRow:
+    """Replay the run's log, then follow it until the ledger says it ended; `on_event` sees every
+    segment in order, `on_update` the state after each read. Raises BadInput for an unknown run."""
     ledger = open_ledger(home)
     row = ledger.get(run_id)
-    follower = LogFollower(runfolder.of(row.run_dir).log)
+    follower = LogFollower(runfolder.of(row.run_dir).log, on_segment=on_event)
+    try:
+        _plan_samples(follower.progress, Path(row.run_dir), run_mod.load_spec(Path(row.run_dir)))
+    except (OSError, ValueError):
+        pass  # no readable spec: no sampling plan, the rest works
     resources = Resources()
     last_check = 0.0
     while True:
@@ -172,11 +185,17 @@ def follow(home: Path, run_id: str, on_update: Callable[[Progress, Resources], N
             if not trainer_alive and not same_process(row.supervisor_pid, row.supervisor_start):
                 row = run_mod.settle_from_files(home, row)
                 break
-            resources.rss = tree_rss(row.pid) if trainer_alive else 0
+            resources.rss = tree_memory(row.pid) if trainer_alive else 0
             resources.peak_rss = max(resources.peak_rss, resources.rss)
         if on_update:
             on_update(follower.progress, resources)
         time.sleep(poll)
+    # The run ended between two reads: what it wrote since the last one (its last epoch, `model saved.`).
+    for segment, _ in follower.finish():
+        if on_text:
+            on_text(segment)
+    if on_update:
+        on_update(follower.progress, resources)
     return ledger.get(run_id)
 
 

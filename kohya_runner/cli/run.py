@@ -92,7 +92,8 @@ def follow_foreground(root, run_id: str, quiet: bool = False):
 
     process = run_mod.launch(root, run_id)
     view = PlainView(run_id, every=30.0) if quiet else make_view(run_id)
-    supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update)
+    supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update,
+                            on_event=None if quiet else view.event)
 
     def on_interrupt(signum, frame):
         if supervisor.stop_requested:
