@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import run as run_mod, runfolder
+from .archive import CheckpointVerifier, plots_in_background
 from .errors import Failed
 from .ledger import RunRow, open_ledger
 from .monitor import LogFollower, LossGuard, Progress, sample_plan
@@ -50,6 +51,8 @@ class Supervisor:
         self.cache_lock = getattr(process, "kr_cache_lock", None)
         self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
         self.archive_inputs = run_mod.ArchiveInputs(self.run_dir, self.row, self.spec)
+        # Hashes each checkpoint as it appears (and draws loss.png at `model saved.`), not after the trainer exits
+        self.verifier = CheckpointVerifier(self.run_dir, title=run_id)
 
     def request_stop(self) -> None:
         """Ctrl-C or `kr runs stop`: a second request skips straight to the harder signals."""
@@ -96,12 +99,14 @@ class Supervisor:
         cache.after_run(self.cache_lock, self.progress.phase)  # ended mid-caching: delete what it half wrote
         # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
         stopped = self.stop_requested or bool(self.ledger.get(self.row.run_id).stop_requested)
-        return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
-                                diverged=self.diverged, spec=self.spec, resources=self.resources,
-                                inputs=self.archive_inputs.result())
+        with plots_in_background():  # loss.png does not hold up the ledger and the summary
+            return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
+                                    diverged=self.diverged, spec=self.spec, resources=self.resources,
+                                    inputs=self.archive_inputs.result())
 
     def _on_events(self, events: list[tuple[str, str | None]]) -> None:
         for _, event in events:
+            self.verifier.on_event(event, self.progress)
             if event == "nan" or self.progress.nan:
                 self._kill_diverged()
             elif event == "step" and not self.diverged:
