@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 import tarfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,81 @@ class LoraCheck:
 _NUMPY_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
 
 
+# Checks of files verified while the trainer ran (kr verifies each checkpoint as it appears), keyed by
+# (path, size, mtime_ns): an unchanged file is not read again when the run is archived.
+_verified: dict[tuple[str, int, int], LoraCheck] = {}
+_verified_lock = threading.Lock()
+
+
 def verify_lora(path: Path) -> LoraCheck:
-    """Header, structure, rank/alpha and a finite-values scan, without torch."""
+    """Header, structure, rank/alpha and a finite-values scan, without torch; remembered for the file as
+    it is (size and modification time), so a file verified during training is not read again."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _verified_lock:
+        known = _verified.get(key)
+    if known is not None:
+        return replace(known, nonfinite_tensors=list(known.nonfinite_tensors), metadata=dict(known.metadata))
+    check = _verify(path, stat.st_size)
+    if path.stat().st_mtime_ns == stat.st_mtime_ns:  # not rewritten while it was read
+        with _verified_lock:
+            _verified[key] = check
+    return check
+
+
+class CheckpointVerifier:
+    """Verifies and hashes each checkpoint while the trainer runs, in a background thread, so archiving
+    at the end only reads files it has not seen. sd-scripts logs `saving checkpoint: F` before writing F:
+    a file counts as complete once the next checkpoint is announced or `model saved.` appears."""
+
+    def __init__(self, run_dir: Path | None = None, title: str = "") -> None:
+        import queue
+
+        self._run_dir, self._title = run_dir, title
+        self._announced: list[Path] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="kr-verify", daemon=True)
+        self._thread.start()
+
+    def on_event(self, event: str | None, progress) -> None:
+        """Feed it the follower's events (monitor.parse_segment kinds)."""
+        if event == "checkpoint" and progress.checkpoints:
+            self._submit(self._announced)
+            self._announced = [Path(progress.checkpoints[-1])]
+        elif event == "saved":
+            self._submit(self._announced)
+            self._announced = []
+            if self._run_dir is not None:
+                # sd-scripts closed its trackers before the final save: the event file is complete, and the
+                # trainer still takes a while to exit. Draw loss.png now; archiving reuses it if unchanged.
+                self._queue.put(None)
+
+    def _submit(self, paths: list[Path]) -> None:
+        for path in paths:
+            self._queue.put(path)
+
+    def _work(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                if path is None:
+                    self._plot()
+                elif path.suffix == ".safetensors" and path.is_file():
+                    verify_lora(path)
+            except Exception:
+                pass  # done again, and reported, when the run is archived
+
+    def _plot(self) -> None:
+        folder = runfolder.of(self._run_dir)
+        points = loss_points(folder.logs)
+        if points:
+            folder.archive.mkdir(exist_ok=True)
+            plot_once(points, folder.archive / runfolder.LOSS_PNG, self._title)
+
+
+def _verify(path: Path, size: int) -> LoraCheck:
     import numpy as np
 
-    size = path.stat().st_size
     check = LoraCheck(path.name, size, sha256_file(path), ok=False)
     try:
         index, metadata = lorafile.read_header(path)
@@ -132,8 +204,54 @@ def write_losses(points: list[metrics.Point], archive_dir: Path, title: str) -> 
     if epochs:
         summary["epoch_average"] = {str(p.step): p.value for p in epochs}
     if points:
-        metrics.plot_losses(series, archive_dir / runfolder.LOSS_PNG, title)
+        if _plot_later.active:
+            # Off the critical path: the ledger and the summary do not wait for it; a non-daemon thread,
+            # so the process still finishes the plot before it exits (wait_for_plots() joins it earlier).
+            thread = threading.Thread(target=plot_once, args=(points, archive_dir / runfolder.LOSS_PNG, title),
+                                      name="kr-loss-plot")
+            thread.start()
+            _plots.append(thread)
+        else:
+            plot_once(points, archive_dir / runfolder.LOSS_PNG, title)
     return summary
+
+
+_plotted: dict[str, int] = {}  # loss.png path → the points it shows (their hash)
+
+
+def plot_once(points: list[metrics.Point], out: Path, title: str) -> None:
+    """Draw loss.png unless it already shows exactly these points (drawn early, when `model saved.` appeared)."""
+    signature = hash((title, tuple(points)))
+    metrics.wait_for_warm_up()  # before the lock, which the warm-up takes too
+    with metrics.PLOT_LOCK:
+        if _plotted.get(str(out)) == signature and out.is_file():
+            return
+        metrics.plot_losses(metrics.by_tag(points), out, title)
+        _plotted[str(out)] = signature
+
+
+class _PlotLater(threading.local):
+    active = False
+
+
+_plot_later = _PlotLater()
+_plots: list[threading.Thread] = []
+
+
+@contextmanager
+def plots_in_background():
+    """Within it, build() draws loss.png in a background thread (the Supervisor's finalize)."""
+    _plot_later.active = True
+    try:
+        yield
+    finally:
+        _plot_later.active = False
+
+
+def wait_for_plots() -> None:
+    """Until every loss.png started in the background is written."""
+    while _plots:
+        _plots.pop().join()
 
 
 def build(run_dir: Path, *, run: dict[str, Any], spec, outcome: dict[str, Any], result: Path | None,

@@ -846,7 +846,7 @@ def smoke(home: Path, plan: Plan, *, gpus: list[int] | None = None, timeout: flo
     speed = "–" if not rate else (f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it")
     vram = f", peak VRAM {_gib(data['peak_vram'])}" if data["peak_vram"] else ""
     return Check(name, OK, f"{final.run_id}: {final.steps_done} steps at {SMOKE_SIZE} px in {wall:.1f} s, {speed}, "
-                 f"peak RSS {_gib(final.peak_rss)}{vram} ({data['device']})"), data
+                 f"peak memory (PSS) {_gib(final.peak_rss)}{vram} ({data['device']})"), data
 
 
 def _has_bitsandbytes(home: Path) -> bool:

@@ -106,7 +106,7 @@ class RunRow:
     loss: float | None
     min_loss: float | None
     it_per_s: float | None
-    peak_rss: int | None
+    peak_rss: int | None  # peak memory of the trainer's process tree as PSS (usage.tree_memory)
     gpu: str | None
     run_dir: str
     result_path: str | None

@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import struct
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -118,6 +119,18 @@ def read_csv(path: Path) -> list[Point]:
 
 def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> Path:
     """One PNG: step loss (faint) and its moving average, the learning rate beneath."""
+    wait_for_warm_up()
+    with PLOT_LOCK:
+        return _plot_losses(series, out, title)
+
+
+def wait_for_warm_up() -> None:
+    """Call before taking PLOT_LOCK (the warm-up takes it too)."""
+    if _warm is not None and _warm is not threading.current_thread():
+        _warm.join()
+
+
+def _plot_losses(series: dict[str, list[Point]], out: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +159,46 @@ def plot_losses(series: dict[str, list[Point]], out: Path, title: str = "") -> P
     if title:
         ax_loss.set_title(title)
     return _save(fig, out)
+
+
+_warm: threading.Thread | None = None
+# pyplot is not thread-safe: one figure at a time (warm-up, the early loss plot, the archive's plot)
+PLOT_LOCK = threading.RLock()
+
+
+def warm_up_in_background() -> None:
+    """warm_up() in a daemon thread, once per process; plotting waits for it instead of racing it."""
+    global _warm
+    if _warm is None:
+        _warm = threading.Thread(target=_warm_up_quietly, name="kr-plot-warm-up", daemon=True)
+        _warm.start()
+
+
+def _warm_up_quietly() -> None:
+    try:
+        warm_up()
+    except Exception:
+        pass  # the real plot reports its own problems
+
+
+def warm_up() -> None:
+    """Import matplotlib and draw a throw-away figure (font cache, Agg renderer), so the real loss plot at
+    the end of a run costs only its own drawing."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with PLOT_LOCK:
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1], [1, 0], label="loss")
+        ax.legend()
+        ax.set_title("warm")
+        fig.tight_layout()
+        fig.savefig(io.BytesIO(), dpi=50)
+        plt.close(fig)
 
 
 def _limit_to_finite(ax, values: list[float]) -> None:
@@ -178,6 +231,12 @@ class Curve(NamedTuple):
 
 def plot_overlay(curves: list[Curve], out: Path, title: str = "") -> Path:
     """Several runs' loss/average curves on one set of axes (sweeps, comparisons)."""
+    wait_for_warm_up()
+    with PLOT_LOCK:
+        return _plot_overlay(curves, out, title)
+
+
+def _plot_overlay(curves: list[Curve], out: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .sdscripts import logs
 
@@ -54,12 +54,23 @@ class Progress:
     no_data: bool = False
     nan: bool = False
     checkpoints: list[str] = field(default_factory=list)
-    sample_rounds: int = 0
+    sample_rounds: int = 0  # sampling rounds begun
+    sample_prompts: int = 0  # images per round (the run's prompt file; 0: unknown)
+    sample_rounds_total: int | None = None  # known once the log gave the epochs and steps (plan_samples)
+    sample_index: int = 0  # the image being made in the current round, 1-based; 0 outside sampling
+    sample_images_done: int = 0
+    sample_seconds: float = 0.0  # wall time of the sample images timed live (not replayed from a log)
+    sample_images_timed: int = 0
+    train_seconds: float = 0.0  # wall time between live bar readings with no sampling between them
+    train_steps_timed: int = 0
     exception: str | None = None
     failure: str | None = None  # the first failure signature seen (logs.FAILURES)
     divergence: str | None = None  # why kr's loss guard stopped the run (spec.guard), if it did
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
     updated: float = field(default_factory=time.monotonic)
+    rounds_for: Callable[[int, int], int] | None = field(default=None, repr=False)  # (epochs, steps) → rounds
+    _image_started: float | None = field(default=None, repr=False)
+    _last_bar: tuple[float, int] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         keys = ("steps_done", "steps_total", "epoch", "epochs_total", "avr_loss", "min_loss", "it_per_s", "eta",
@@ -67,20 +78,56 @@ class Progress:
                 "divergence")
         return {k: getattr(self, k) for k in keys}
 
+    def plan_samples(self, prompts: int, rounds_for: Callable[[int, int], int]) -> None:
+        """Tell the progress how many images a sampling round makes and how many rounds a run of E epochs
+        and S steps has (sdscripts.steps), so the view can show "sample i/N" and an ETA with sampling."""
+        self.sample_prompts, self.rounds_for = prompts, rounds_for
+        self._count_rounds()
 
-def parse_segment(progress: Progress, line: str) -> str | None:
-    """Update `progress` from one console segment; return the kind of notable event, if any."""
+    def _count_rounds(self) -> None:
+        if self.rounds_for is not None and self.steps_total and self.epochs_total:
+            self.sample_rounds_total = self.rounds_for(self.epochs_total, self.steps_total)
+
+    @property
+    def sample_images_total(self) -> int | None:
+        if self.sample_rounds_total is None or not self.sample_prompts:
+            return None
+        return self.sample_rounds_total * self.sample_prompts
+
+
+def parse_segment(progress: Progress, line: str, now: float | None = None, *, timed: bool = True) -> str | None:
+    """Update `progress` from one console segment; return the kind of notable event, if any.
+
+    `now` is when the segment was read; `timed=False` for segments replayed from a log written
+    before following began (they all arrive at once, so they time nothing)."""
     text = line.strip()
-    progress.updated = time.monotonic()
+    now = time.monotonic() if now is None else now
+    progress.updated = now
+    clock = now if timed else None
     bar = read_bar(text)
     if bar:
+        _end_sampling(progress, clock)
+        _time_steps(progress, bar.steps_done, clock)
         _update_from_bar(progress, bar)
+        progress._count_rounds()
         return "nan" if progress.nan else "step"
     progress.tail.append(text)
+    if progress.phase == "sampling" and logs.SAMPLE_PROMPT.search(text):
+        _end_image(progress, clock)
+        progress.sample_index += 1
+        progress._image_started = clock
+        return "sample"
     for pattern, handler in _LINE_HANDLERS:
         match = pattern.search(text)
         if match:
-            return handler(progress, match)
+            if pattern is logs.SAMPLING:
+                _end_sampling(progress, clock)
+                progress._last_bar = None  # the step interval around a round is not training time
+            elif handler is not _on_caching:
+                _end_sampling(progress, clock)
+            event = handler(progress, match)
+            progress._count_rounds()
+            return event
     if progress.failure is None:
         for reason, pattern, _ in logs.FAILURES:
             if pattern.search(text):
@@ -133,6 +180,68 @@ def tqdm_seconds(text: str) -> float | None:
     for part in parts:
         total = total * 60 + part
     return float(total)
+
+
+def _end_image(progress: Progress, clock: float | None) -> None:
+    if progress.sample_index == 0:
+        return
+    progress.sample_images_done += 1
+    if clock is not None and progress._image_started is not None:
+        progress.sample_seconds += clock - progress._image_started
+        progress.sample_images_timed += 1
+    progress._image_started = None
+
+
+def _end_sampling(progress: Progress, clock: float | None) -> None:
+    """A round ends at the trainer's next own line (a bar, an epoch, a save): its last image is done."""
+    if progress.phase == "sampling":
+        _end_image(progress, clock)
+        progress.sample_index = 0
+        progress._last_bar = None
+
+
+def _time_steps(progress: Progress, steps_done: int, clock: float | None) -> None:
+    last = progress._last_bar
+    if clock is not None and last is not None and steps_done > last[1]:
+        progress.train_seconds += clock - last[0]
+        progress.train_steps_timed += steps_done - last[1]
+    if clock is None:
+        progress._last_bar = None
+    elif last is None or steps_done != last[1]:
+        progress._last_bar = (clock, steps_done)
+
+
+def eta_seconds(progress: Progress, now: float | None = None) -> tuple[float, bool] | None:
+    """Seconds left, training and sampling, and whether that is only a lower bound (sampling still to come
+    but no sample image timed yet); None before the trainer shows a rate.
+
+    Steps: the live-timed seconds per step between bar readings with no sampling between them, else
+    tqdm's rate. Sampling: the remaining images of all rounds × the measured seconds per image, less the
+    time the current image has already taken."""
+    p = progress
+    if not p.steps_total or p.model_saved:
+        return None
+    now = time.monotonic() if now is None else now
+    if p.train_steps_timed >= 2 and p.train_seconds > 0:
+        per_step = p.train_seconds / p.train_steps_timed
+    elif p.it_per_s:
+        per_step = 1.0 / p.it_per_s
+    else:
+        return None
+    seconds = max(0, p.steps_total - p.steps_done) * per_step
+    total = p.sample_images_total
+    left = max(0, total - p.sample_images_done) if total is not None else 0
+    if not left:
+        return seconds, False
+    if not p.sample_images_timed:
+        return seconds, True
+    per_image = p.sample_seconds / p.sample_images_timed
+    started = p._image_started if p.phase == "sampling" and p.sample_index else None
+    if started is not None:
+        seconds += (left - 1) * per_image + max(0.0, per_image - (now - started))
+    else:
+        seconds += left * per_image
+    return seconds, False
 
 
 def _update_from_bar(progress: Progress, bar: BarReading) -> None:
@@ -360,11 +469,16 @@ class LogFollower:
     poll() returns the new complete segments with the event each one was (parse_segment); finish()
     also returns the last segment that has no line end yet. A missing file is simply not there yet."""
 
-    def __init__(self, path: Path, progress: Progress | None = None):
+    def __init__(self, path: Path, progress: Progress | None = None,
+                 on_segment: Callable[[str, str | None, Progress], None] | None = None):
         self.path = Path(path)
         self.offset = 0
         self.progress = progress if progress is not None else Progress()
+        # Called for every segment as it is parsed, with the progress as of that segment, so a view
+        # sees every event in order (an epoch line, a save) even when one read brings several.
+        self.on_segment = on_segment
         self._splitter = SegmentSplitter()
+        self._history = True  # the first read: what was written before following began (not timed)
 
     def poll(self) -> list[tuple[str, str | None]]:
         try:
@@ -372,17 +486,42 @@ class LogFollower:
                 log.seek(self.offset)
                 data = log.read()
         except FileNotFoundError:
-            return []
+            data = b""
+        timed, self._history = not self._history, False
         self.offset += len(data)
-        return self._parse(self._splitter.feed(data)) if data else []
+        return self._parse(self._splitter.feed(data), timed) if data else []
 
     def finish(self) -> list[tuple[str, str | None]]:
         """The rest of the file, including a last segment without a line end."""
         events = self.poll()
-        return events + self._parse(self._splitter.flush())
+        return events + self._parse(self._splitter.flush(), not self._history)
 
-    def _parse(self, segments: list[str]) -> list[tuple[str, str | None]]:
-        return [(segment, parse_segment(self.progress, segment)) for segment in segments]
+    def _parse(self, segments: list[str], timed: bool = True) -> list[tuple[str, str | None]]:
+        now, events = time.monotonic(), []
+        for segment in segments:
+            event = parse_segment(self.progress, segment, now, timed=timed)
+            events.append((segment, event))
+            if self.on_segment is not None:
+                self.on_segment(segment, event, self.progress)
+        return events
+
+
+def sample_plan(run_dir: Path, spec) -> tuple[int, Callable[[int, int], int]] | None:
+    """(images per sampling round, rounds for E epochs and S steps) of a run, or None when it samples
+    nothing. The images are the prompt lines of the run's rendered prompt file (as sd-scripts reads a
+    .txt: not blank, not '#')."""
+    from . import runfolder
+    from .sdscripts import steps
+
+    try:
+        text = (Path(run_dir) / runfolder.PROMPTS_FILE).read_text(encoding="utf-8")
+        plan = steps.plan_from_spec(spec)
+    except Exception:  # no prompt file (no sampling), or a spec this version cannot plan: no sampling ETA
+        return None
+    prompts = sum(1 for line in text.splitlines() if line.strip() and not line.strip().startswith("#"))
+    if not prompts:
+        return None
+    return prompts, lambda epochs, total: steps._sample_rounds(plan, epochs, total)
 
 
 def read_progress(path: Path) -> Progress:

@@ -216,16 +216,15 @@ class ArchiveInputs:
         self._values: dict = {}
         self._thread = threading.Thread(target=self._work, args=(run_dir, row, spec), daemon=True)
         self._thread.start()
+        from . import metrics
+
+        metrics.warm_up_in_background()  # not joined by result(): a short run need not wait for matplotlib
 
     def _work(self, run_dir: Path, row: RunRow, spec: Spec) -> None:
         self._values["dataset"] = _dataset_manifest(spec)
         self._values["versions"] = trainer_versions(run_dir, row)
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot  # noqa: F401  (warm: the loss plot needs it at the end)
-            from tensorboard.compat.proto import event_pb2  # noqa: F401
+            from tensorboard.compat.proto import event_pb2  # noqa: F401  (warm: the losses are read at the end)
         except Exception:
             pass
 
@@ -597,14 +596,53 @@ def check_base(home: Path, spec: Spec) -> None:
         raise BadInput(f"model.base{families}: {error.message}") from None
 
 
+DATASET_CHECK_MEMO = "dataset-check.json"  # in the workspace: the key of the last dataset check that passed
+
+
 def refuse_dataset_errors(home: Path, spec: Spec, num_processes: int = 1) -> None:
+    """Raises BadInput listing the dataset's errors. A check that passed is not redone while its inputs
+    (the folder's listing with sizes and times, the settings, the tokenizers) are unchanged."""
+    key = dataset_check_key(home, spec, num_processes)
+    memo = Path(home) / DATASET_CHECK_MEMO
+    try:
+        if key is not None and json.loads(memo.read_text(encoding="utf-8")).get("passed") == key:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
     report = check_dataset(home, spec, num_processes=num_processes)
+    if report.ok and key is not None and Path(home).is_dir():  # creates no workspace of its own
+        try:
+            atomic.write_text(memo, json.dumps({"passed": key}) + "\n")
+        except OSError:
+            pass  # a read-only or full workspace: the next run checks again
     if not report.ok:
         lines = "\n".join(f"  - {f.file or spec.dataset.dir}: {f.message} Fix: {f.fix}" for f in report.errors[:20])
         more = f"\n  … and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
         raise BadInput(f"the dataset {spec.dataset.dir} has {len(report.errors)} error(s); nothing was launched:\n"
                        f"{lines}{more}\n`kr dataset check {spec.dataset.dir}` shows everything; "
                        "--skip-check launches anyway")
+
+
+def dataset_check_key(home: Path, spec: Spec, num_processes: int = 1) -> str | None:
+    """A digest of everything the dataset check reads: the folder's entries (name, size, mtime; it reads
+    one level), the dataset settings and step plan, the tokenizer folder, kr's version. None when the
+    folder cannot be listed (the check then runs and reports it)."""
+    import hashlib
+
+    from . import __version__, dataset
+
+    folder = Path(spec.dataset.dir).expanduser()
+    try:
+        entries = sorted((e.name, e.is_dir(), e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder))
+        settings = dataset.settings_from_spec(spec)
+        plan = dataset.plan_from_spec(spec, num_processes)
+    except Exception:
+        return None
+    tokenizer = tokenizers.existing_folder_for(home, spec)
+    tokenizer_stamp = tokenizer.stat().st_mtime_ns if tokenizer is not None and tokenizer.exists() else None
+    document = repr((__version__, str(folder.resolve()), folder.stat().st_mtime_ns, entries, settings, plan,
+                     str(tokenizer), tokenizer_stamp))
+    return hashlib.sha256(document.encode("utf-8", "replace")).hexdigest()
 
 
 def check_dataset(home: Path, spec: Spec, num_processes: int = 1):

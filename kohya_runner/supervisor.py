@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import run as run_mod, runfolder
+from .archive import CheckpointVerifier, plots_in_background
 from .errors import Failed, KrError
 from .ledger import Ledger, RunRow, open_ledger
-from .monitor import LogFollower, LossGuard, Progress
+from .monitor import LogFollower, LossGuard, Progress, sample_plan
 from .process import STOP_TIMEOUTS, GroupStopper, group_alive, same_process, start_time
-from .usage import GpuSampler, Resources, tree_rss
+from .usage import GpuSampler, Resources, tree_memory
 
 LEDGER_EVERY = 2.0  # seconds between progress writes to the ledger
 T = TypeVar("T")
@@ -30,7 +31,8 @@ T = TypeVar("T")
 class Supervisor:
     def __init__(self, home: Path, run_id: str, process: subprocess.Popen | None = None,
                  on_update: Callable[[Progress, Resources], None] | None = None,
-                 timeouts: tuple[float, float] = STOP_TIMEOUTS):
+                 timeouts: tuple[float, float] = STOP_TIMEOUTS,
+                 on_event: Callable[[str, str | None, Progress], None] | None = None):
         self.home = home
         self.ledger = open_ledger(home)
         self.row = self.ledger.get(run_id)
@@ -39,8 +41,9 @@ class Supervisor:
         self.process = process
         self.on_update = on_update
         self.timeouts = timeouts
-        self.follower = LogFollower(runfolder.of(self.run_dir).log)
+        self.follower = LogFollower(runfolder.of(self.run_dir).log, on_segment=on_event)
         self.progress = self.follower.progress
+        _plan_samples(self.progress, self.run_dir, self.spec)
         self.resources = Resources()
         self.stopper: GroupStopper | None = None
         self.stop_requested = False
@@ -51,6 +54,8 @@ class Supervisor:
         self.cache_lock = getattr(process, "kr_cache_lock", None)
         self.loss_guard = LossGuard(self.spec.guard.divergence_factor, self.spec.guard.warmup_steps)
         self.archive_inputs = run_mod.ArchiveInputs(self.run_dir, self.row, self.spec)
+        # Hashes each checkpoint as it appears (and draws loss.png at `model saved.`), not after the trainer exits
+        self.verifier = CheckpointVerifier(self.run_dir, title=run_id)
 
     def request_stop(self) -> None:
         """Ctrl-C or `kr runs stop`: a second request skips straight to the harder signals."""
@@ -97,9 +102,10 @@ class Supervisor:
         cache.after_run(self.cache_lock, self.progress.phase)  # ended mid-caching: delete what it half wrote
         # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
         stopped = self.stop_requested or bool(self._ledger(lambda ledger: ledger.get(self.row.run_id).stop_requested))
-        return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
-                                diverged=self.diverged, spec=self.spec, resources=self.resources,
-                                inputs=self.archive_inputs.result(), row=self.row)
+        with plots_in_background():  # loss.png does not hold up the ledger and the summary
+            return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
+                                    diverged=self.diverged, spec=self.spec, resources=self.resources,
+                                    inputs=self.archive_inputs.result(), row=self.row)
 
     def _ledger(self, use: Callable[[Ledger], T]) -> T | None:
         """`use(ledger)`, or None when the ledger cannot be used now (deleted and not yet rebuilt, damaged,
@@ -116,6 +122,7 @@ class Supervisor:
 
     def _on_events(self, events: list[tuple[str, str | None]]) -> None:
         for _, event in events:
+            self.verifier.on_event(event, self.progress)
             if event == "nan" or self.progress.nan:
                 self._kill_diverged()
             elif event == "step" and not self.diverged:
@@ -139,7 +146,7 @@ class Supervisor:
         if self._gpu is None:
             self._gpu = GpuSampler()
         pid = self.process.pid if self.process is not None else self.row.pid
-        self.resources.rss = tree_rss(pid) if pid else 0
+        self.resources.rss = tree_memory(pid) if pid else 0
         self.resources.peak_rss = max(self.resources.peak_rss, self.resources.rss)
         self.resources.gpu_used = self._gpu.used_bytes()
         if self.row.gpu:  # a GPU run: NVML's memory in use on its first GPU
@@ -165,13 +172,24 @@ class Supervisor:
 # Following a run from another terminal (`kr runs tail`).
 
 
+def _plan_samples(progress: Progress, run_dir: Path, spec) -> None:
+    plan = sample_plan(run_dir, spec)
+    if plan is not None:
+        progress.plan_samples(*plan)
+
+
 def follow(home: Path, run_id: str, on_update: Callable[[Progress, Resources], None] | None = None,
-           on_text: Callable[[str], None] | None = None, poll: float = 0.25) -> RunRow:
-    """Replay the run's log, then follow it until the ledger says it ended. Raises BadInput for an
-    unknown run."""
+           on_text: Callable[[str], None] | None = None, poll: float = 0.25,
+           on_event: Callable[[str, str | None, Progress], None] | None = None) -> RunRow:
+    """Replay the run's log, then follow it until the ledger says it ended; `on_event` sees every
+    segment in order, `on_update` the state after each read. Raises BadInput for an unknown run."""
     ledger = open_ledger(home)
     row = ledger.get(run_id)
-    follower = LogFollower(runfolder.of(row.run_dir).log)
+    follower = LogFollower(runfolder.of(row.run_dir).log, on_segment=on_event)
+    try:
+        _plan_samples(follower.progress, Path(row.run_dir), run_mod.load_spec(Path(row.run_dir)))
+    except (OSError, ValueError):
+        pass  # no readable spec: no sampling plan, the rest works
     resources = Resources()
     last_check = 0.0
     while True:
@@ -188,11 +206,17 @@ def follow(home: Path, run_id: str, on_update: Callable[[Progress, Resources], N
             if not trainer_alive and not same_process(row.supervisor_pid, row.supervisor_start):
                 row = run_mod.settle_from_files(home, row)
                 break
-            resources.rss = tree_rss(row.pid) if trainer_alive else 0
+            resources.rss = tree_memory(row.pid) if trainer_alive else 0
             resources.peak_rss = max(resources.peak_rss, resources.rss)
         if on_update:
             on_update(follower.progress, resources)
         time.sleep(poll)
+    # The run ended between two reads: what it wrote since the last one (its last epoch, `model saved.`).
+    for segment, _ in follower.finish():
+        if on_text:
+            on_text(segment)
+    if on_update:
+        on_update(follower.progress, resources)
     return ledger.get(run_id)
 
 

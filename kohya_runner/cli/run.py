@@ -130,7 +130,8 @@ def follow_foreground(root, run_id: str, quiet: bool = False):
     try:
         process = run_mod.launch(root, run_id, cancelled=lambda: early_stop)
         view = PlainView(run_id, every=30.0) if quiet else make_view(run_id)
-        supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update)
+        supervisor = Supervisor(root, run_id, process, on_update=None if quiet else view.update,
+                                on_event=None if quiet else view.event)
         if early_stop:
             supervisor.request_stop()
         return supervisor.run()

@@ -94,7 +94,7 @@ def show(ctx, ref, as_json):
               ("steps", _steps(row)), ("epoch", f"{row.epoch}/{row.epochs_total}" if row.epoch else None),
               ("final avr_loss", row.loss), ("min avr_loss", row.min_loss),
               ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", duration_text(row.duration)),
-              ("peak RSS", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None),
+              ("peak memory (PSS)", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None),
               ("peak VRAM", f"{row.peak_vram / 2**30:.2f} GB" if row.peak_vram else None), ("exit code", row.exit_code),
               ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
     for name, value in fields:
@@ -121,12 +121,17 @@ def tail(ctx, ref, raw):
 
     root, ledger = _ledger(ctx)
     row = ledger.find(ref)
+    view = None if raw else make_view(row.run_id)
     try:
-        final = follow(root, row.run_id, on_update=None if raw else make_view(row.run_id).update,
-                               on_text=click.echo if raw else None)
+        final = follow(root, row.run_id, on_update=view.update if view else None,
+                       on_event=view.event if view else None, on_text=click.echo if raw else None)
     except KeyboardInterrupt:
+        if view:
+            view.close()
         click.echo(f"\ndetached; {row.run_id} keeps running", err=True)
         return
+    if view:
+        view.close()  # ends the progress block with a newline: the summary starts on its own line
     summary(final)
 
 

@@ -78,7 +78,10 @@ def _max_parallel(value: int | None) -> int | None:
 
 
 def _say(as_json: bool):
-    return lambda text: click.echo(text, err=as_json)
+    """Messages and the live block of member lines (kohya_runner.cli.live); on stderr with --json."""
+    from .live import make_sweep_view
+
+    return make_sweep_view(err=as_json)
 
 
 @sweep.command("start", epilog=EPILOG, short_help="Start a sweep (also: kr sweep PRESET …).")

@@ -11,6 +11,8 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)\s*$")
 SAVING_CHECKPOINT = re.compile(r"saving checkpoint: (.+)$")
 REMOVING_CHECKPOINT = re.compile(r"removing old checkpoint: (.+)$")
 SAMPLING = re.compile(r"generating sample images at step")
+# one sample image starts (train_util.sample_image_inference logs the prompt first); `negative_prompt:` is not it
+SAMPLE_PROMPT = re.compile(r"(?:^|\sINFO\s+)prompt: ")
 MODEL_SAVED = re.compile(r"(^|\s)model saved\.\s*$")
 NO_DATA = re.compile(r"No data found\. Please verify")
 CACHING = re.compile(r"caching latents|caching Text Encoder outputs")

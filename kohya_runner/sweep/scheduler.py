@@ -4,7 +4,9 @@ Members run as ordinary runs (each under its own detached supervisor, linked by 
 slot, pinned with CUDA_VISIBLE_DEVICES, longest first, the next one as soon as a slot's trainer has
 exited. Members sharing a cache folder wait until the first of them has left its caching phase
 (kohya_runner.cache), so the VAE encodes every image once. Each member's trainer.log is read by the one
-log follower (kohya_runner.monitor.LogFollower).
+log follower (kohya_runner.monitor.LogFollower). While it runs, the sweep shows one line per active member
+and an overall ETA: through `say.update(lines, overall)` when `say` is a sweep view (kohya_runner.cli.live:
+a block redrawn in place on a terminal, plain lines otherwise), else as plain lines every 30 s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Callable
 from .. import runfolder
 from ..errors import BadInput, KrError
 from ..ledger import duration_text
-from ..monitor import LogFollower
+from ..monitor import LogFollower, eta_seconds, sample_plan
 from .plan import Member
 from .record import Options, Record
 
@@ -87,6 +89,8 @@ class Scheduler:
         self._stops_sent = 0
         self._status_at = time.monotonic()
         self.varying = record.data.get("varying")
+        self.done: list[tuple[float, float]] = []  # (member cost, seconds) of members that finished here
+        self.total = len(members)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -110,8 +114,9 @@ class Scheduler:
         slot = None
         if self.free:
             slot = self.free.pop(0)
-        self.active.append(Active(member, row.run_id, slot, LogFollower(runfolder.of(row.run_dir).log), time.monotonic()))
+        self.active.append(Active(member, row.run_id, slot, _follower(row.run_dir, member), time.monotonic()))
         self.pending = [m for m in self.pending if m is not member]
+        self.total += 1
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -178,7 +183,7 @@ class Scheduler:
             gate.state, gate.builder = "building", row.run_id
             self.say(f"[{member.label}] builds the shared cache first ({gate.folder.path.name}); "
                      "members sharing it start once it has")
-        self.active.append(Active(member, row.run_id, slot, LogFollower(runfolder.of(row.run_dir).log), time.monotonic()))
+        self.active.append(Active(member, row.run_id, slot, _follower(row.run_dir, member), time.monotonic()))
         self.say(f"[{member.label}] started {row.run_id} on {slot_label(gpus)}: {member.describe(self.varying)}")
         return True
 
@@ -207,6 +212,8 @@ class Scheduler:
             self.free.append(active.slot)
             self.free.sort()
         self.active.remove(active)
+        if row.status == "succeeded":
+            self.done.append((active.member.cost, time.monotonic() - active.started))
         self.say(f"[{active.member.label}] {finished_text(row)}")
 
     def _send_stops(self) -> None:
@@ -231,17 +238,76 @@ class Scheduler:
                     pass
 
     def _status_line(self) -> None:
+        """One line per active member and the overall line: to the sweep view on every loop (it redraws or
+        throttles), else through `say` every 30 s."""
+        update = getattr(self.say, "update", None)
         now = time.monotonic()
-        if now - self._status_at < 30.0 or not self.active:
+        if update is None and (now - self._status_at < 30.0 or not self.active):
             return
         self._status_at = now
-        parts = []
+        lines, overall = self.status_block(now)
+        if update is not None:
+            update(lines, overall)
+            return
+        for line in lines:
+            self.say(f"  {line}")
+        self.say(f"  {overall}")
+
+    def status_block(self, now: float | None = None) -> tuple[list[str], str]:
+        from ..cli.live import eta_text, sample_text
+
+        now = time.monotonic() if now is None else now
+        lines = []
         for active in self.active:
             p = active.follower.progress
-            steps = f" {p.steps_done}/{p.steps_total}" if p.steps_total else ""
-            loss = f" loss {p.avr_loss:.4g}" if p.avr_loss is not None else ""
-            parts.append(f"{active.member.label} {p.phase}{steps}{loss}")
-        self.say(f"… {'; '.join(parts)}; {len(self.pending)} queued")
+            parts = [f"[{active.member.label}] {active.run_id}", p.phase]
+            parts += [x for x in (sample_text(p),) if x]
+            if p.steps_total:
+                parts.append(f"step {p.steps_done}/{p.steps_total}")
+            if p.avr_loss is not None:
+                parts.append(f"loss {p.avr_loss:.4g}")
+            eta = eta_seconds(p, now)
+            if eta:
+                parts.append(f"eta {eta_text(*eta)}")
+            lines.append("  ".join(parts))
+        finished = self.total - len(self.active) - len(self.pending)
+        overall = (f"sweep: {finished}/{self.total} done, {len(self.active)} running, {len(self.pending)} queued")
+        left = self.overall_eta(now)
+        return lines, overall + (f", eta {eta_text(left)}" if left is not None else ", eta ?")
+
+    def overall_eta(self, now: float) -> float | None:
+        """Seconds until the last member ends: the active members' own ETAs, then the queued ones placed
+        longest first on the slot that frees first, each estimated from its cost × the seconds per cost unit
+        of the members timed so far (finished here, or active with an ETA)."""
+        rates = [seconds / cost for cost, seconds in self.done if cost > 0]
+        slot_ends, unknown = [], False
+        for active in self.active:
+            eta = eta_seconds(active.follower.progress, now)
+            if eta is None:
+                unknown = True
+                continue
+            if active.member.cost > 0 and not eta[1]:
+                rates.append((now - active.started + eta[0]) / active.member.cost)
+            if active.slot is not None:
+                slot_ends.append(eta[0])
+        if unknown and not rates:
+            return None
+        rate = sum(rates) / len(rates) if rates else None
+        if self.pending and rate is None:
+            return None
+        slot_ends += [0.0] * max(0, len(self.slots) - len(slot_ends))
+        for member in self.pending:  # already longest first
+            slot_ends.sort()
+            slot_ends[0] += member.cost * rate
+        return max(slot_ends) if slot_ends else 0.0
+
+
+def _follower(run_dir, member: Member) -> LogFollower:
+    follower = LogFollower(runfolder.of(run_dir).log)
+    plan = sample_plan(Path(run_dir), member.spec) if member.spec is not None else None
+    if plan is not None:
+        follower.progress.plan_samples(*plan)
+    return follower
 
 
 def finished_text(row) -> str:
@@ -277,5 +343,7 @@ def execute(home: Path, record: Record, members: list[Member], options: Options,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if hasattr(say, "close"):
+            say.close()  # a sweep view ends its block: what follows starts on its own line
     ledger.update_sweep(record.sweep_id, status="finished" if completed else "stopped", finished_at=time.time())
     return completed
