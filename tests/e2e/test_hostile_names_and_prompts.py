@@ -5,24 +5,11 @@ read as options, sd-scripts option names, JSON errors."""
 from __future__ import annotations
 
 import json
-import struct
-from pathlib import Path
 
 import pytest
 
 from conftest import run_kr
-
-
-
-def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
-
-
-def _refused(result, *words: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
-    for word in words:
-        assert word in result.stderr, (word, result.stderr)
+from e2e_helpers import refused, tree
 
 
 @pytest.mark.parametrize("name", ["../../../../escape", "a/b", "..", ".", "x" * 300, "con\x07", " lead", "-rf"])
@@ -30,14 +17,14 @@ def _refused(result, *words: str) -> None:
 def test_names_that_become_file_names_are_refused(home, tmp_path, sdxl_header_base, dataset_dir, key, name):
     out = tmp_path / "out"
     result = run_kr("render", "marker", "--dataset", dataset_dir, "--base", sdxl_header_base, "-o", out, f"{key}={name}")
-    _refused(result, key, "Fix")
+    refused(result, key, "Fix")
     assert not out.exists() and not (tmp_path / "escape").exists()
 
 
 def test_run_name_flag_is_validated_before_anything_exists(home, tmp_path, sdxl_header_base, style_images, fault_checkout):
     result = run_kr("run", "marker", "--dataset", style_images, "--base", sdxl_header_base, "--name", "../../escape")
-    _refused(result, "name")
-    assert not (home / "runs").exists() or _tree(home / "runs") == []
+    refused(result, "name")
+    assert not (home / "runs").exists() or tree(home / "runs") == []
     assert not (home.parent / "escape").exists()
 
 
@@ -51,7 +38,7 @@ def test_prompts_that_sd_scripts_would_read_as_options_are_refused(home, tmp_pat
     prompts = json.dumps([subject])
     result = run_kr("render", "marker", "--dataset", dataset_dir, "--base", sdxl_header_base, "-o", out,
                     f"sampling.prompts={prompts}", "sampling.template={subject}")
-    _refused(result, "sampling", option)
+    refused(result, "sampling", option)
     assert not out.exists()
 
 
@@ -73,8 +60,8 @@ def test_sd_scripts_option_names_map_to_spec_paths(home, typed, path):
 def test_presets_validate_runs_the_render_checks(home, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[preset]\nextends = "marker"\n[sd_scripts]\nnot_an_option = 1\n')
-    _refused(run_kr("presets", "validate", bad), "not_an_option")
+    refused(run_kr("presets", "validate", bad), "not_an_option")
     wandb = tmp_path / "wandb.toml"
     wandb.write_text('[preset]\nextends = "marker"\n[sd_scripts]\nlog_with = "wandb"\n')
-    _refused(run_kr("presets", "validate", wandb), "wandb")
+    refused(run_kr("presets", "validate", wandb), "wandb")
     assert run_kr("presets", "validate", "marker").returncode == 0
