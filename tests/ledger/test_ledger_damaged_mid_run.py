@@ -42,8 +42,14 @@ def test_ledger_overwritten_mid_run_the_run_succeeds_and_is_archived(home, style
     manifest = json.loads((home / "runs" / row["run_id"] / "archive" / "manifest.json").read_text())
     assert manifest["outcome"]["status"] == "succeeded" and manifest["result"] == "output/marker.safetensors"
     assert ledger_mod.read_record(run_dir)["status"] == "succeeded"
-    broken = run_kr("runs", "ls")
-    assert broken.returncode == 2 and "kr runs rebuild" in broken.stderr and "Traceback" not in broken.stderr
+    # The garbage may stay (the kr that trained had nothing more to write) or be overwritten by that kr's own
+    # last writes through its open connection; either way nothing is lost and the user is told what to do.
+    listing = run_kr("runs", "ls")
+    assert "Traceback" not in listing.stderr
+    if listing.returncode == 0:
+        assert row["run_id"] in listing.stdout
+    else:
+        assert listing.returncode == 2 and "kr runs rebuild" in listing.stderr
     assert run_kr("runs", "rebuild").returncode == 0
     shown = json.loads(run_kr("runs", "show", row["run_id"], "--json").stdout)["run"]
     assert shown["status"] == "succeeded" and shown["result_path"].endswith("output/marker.safetensors")
