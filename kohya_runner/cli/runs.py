@@ -94,7 +94,7 @@ def show(ctx, ref, as_json):
               ("steps", _steps(row)), ("epoch", f"{row.epoch}/{row.epochs_total}" if row.epoch else None),
               ("final avr_loss", row.loss), ("min avr_loss", row.min_loss),
               ("it/s", f"{row.it_per_s:.3f}" if row.it_per_s else None), ("time", duration_text(row.duration)),
-              ("peak memory (PSS)", f"{row.peak_rss / 2**30:.2f} GB" if row.peak_rss else None),
+              ("peak memory", f"{row.peak_rss / 2**30:.2f} GB (PSS)" if row.peak_rss else None),
               ("peak VRAM", f"{row.peak_vram / 2**30:.2f} GB" if row.peak_vram else None), ("exit code", row.exit_code),
               ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
     for name, value in fields:
