@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .grid import (MAX_MEMBERS, Assignment, Axis, Definition, expand, grid_axis, load_file, override_text,
                    parse_seeds, seed_axis, show_value, split_values)
-from .lifecycle import DONE, StopResult, prepare_members, resume, start, stop
+from .lifecycle import DONE, StopResult, fit_members, prepare_members, resume, start, stop
 from .plan import Member, Plan, changes, dry_run_json, plan, refuse_invalid
 from .record import SWEEP_FILE, Options, Record, sweeps_dir
 from .results import (OVERLAY_PNG, RESULTS_CSV, RESULTS_MD, ResultRow, csv_text, listing, markdown, member_losses,
@@ -29,7 +29,7 @@ from ..ledger import duration_text  # the one duration format (was sweep.duratio
 __all__ = [
     "MAX_MEMBERS", "Assignment", "Axis", "Definition", "expand", "grid_axis", "load_file", "override_text",
     "parse_seeds", "seed_axis", "show_value", "split_values",
-    "DONE", "StopResult", "prepare_members", "resume", "start", "stop",
+    "DONE", "StopResult", "fit_members", "prepare_members", "resume", "start", "stop",
     "Member", "Plan", "changes", "dry_run_json", "plan", "refuse_invalid",
     "SWEEP_FILE", "Options", "Record", "sweeps_dir",
     "OVERLAY_PNG", "RESULTS_CSV", "RESULTS_MD", "ResultRow", "csv_text", "listing", "markdown", "member_losses",

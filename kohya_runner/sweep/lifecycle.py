@@ -60,8 +60,27 @@ def prepare_caches(home: Path, members: list[Member], say: Callable[[str], None]
         say(f"{len(members)} member(s) share {len(keys)} cache folder(s) under {workspace.caches_dir(home)}")
 
 
+def fit_members(home: Path, members: list[Member], options: Options, say: Callable[[str], None]) -> None:
+    """Each member's spec fitted to its backend as `kr run` fits a run's (the tiny model's scale, a CPU
+    optimizer; kohya_runner.trainers.notes.fit), each note said once. Raises BadInput (a fitted spec that
+    breaks a rule)."""
+    from .. import run as run_mod
+    from ..trainers.notes import fit
+
+    run_options = run_mod.RunOptions(backend=options.backend, gpus=slots_for(options)[0])
+    said: set[str] = set()
+    for member in members:
+        member.spec, notes = fit(home, member.spec, run_mod.backend_for(member.spec, run_options))
+        for line in notes:
+            if line not in said:
+                said.add(line)
+                say(line if line.startswith("warning:") else f"note: {line}")
+
+
 def prepare_members(home: Path, members: list[Member], options: Options, say: Callable[[str], None]) -> None:
-    """check_members(), then the cache folders: nothing is written unless every check passed."""
+    """The specs fitted to their backend, check_members(), then the cache folders: nothing is written (but
+    the shared tiny base, built on first use) unless every check passed."""
+    fit_members(home, members, options, say)
     check_members(home, members, options)
     prepare_caches(home, members, say)
 

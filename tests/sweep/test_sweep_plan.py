@@ -100,3 +100,17 @@ def test_a_later_members_dataset_error_leaves_no_cache_folder_of_an_earlier_one(
     result = kr("sweep", "tiny-demo", "--base", "tiny", "--grid", f"dataset.dir={tiny_home['images']},{broken}", *QUICK)
     assert result.exit_code == 2 and "m02 (dataset.dir=" in result.stderr and "000_a_man_thinking.png" in result.stderr
     assert _written(tiny_home["home"]) == []
+
+
+def test_members_on_the_tiny_backend_are_fitted_like_a_run(tiny_home):  # noqa: F811
+    # `kr sweep marker --base tiny` used to launch 1024 px members with 28-step samples on the tiny model
+    from kohya_runner import sweep
+
+    home = tiny_home["home"]
+    plan = sweep.plan(home, "marker", sweep.Definition(axes=[sweep.grid_axis("network.dim=4,8")]),
+                      dataset=str(tiny_home["images"]), base="tiny")
+    said: list[str] = []
+    sweep.fit_members(home, plan.valid, sweep.Options(), said.append)
+    assert all(m.spec.dataset.resolution == (64, 64) and m.spec.sampling.steps <= 12 for m in plan.valid)
+    assert [m.spec.network.dim for m in plan.valid] == [4, 8]
+    assert len([line for line in said if "native scale" in line]) == 1  # each note once, not per member
