@@ -95,6 +95,7 @@ def start(home: Path, result: Plan, options: Options, say: Callable[[str], None]
     runnable = result.valid
     if not runnable:
         raise BadInput("no member of the sweep is valid; nothing to run")
+    fit_members(home, runnable, options, say)
     check_members(home, runnable, options)
     run_mod.reconcile(home)
     prepare_caches(home, runnable, say)

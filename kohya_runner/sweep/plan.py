@@ -147,6 +147,10 @@ def _validate(home: Path, preset_name: str, member: Member, fixed: list[str], gi
             member_given[key] = value
     try:
         spec = preset_mod.resolve(preset_name, home, member_overrides, member_given).spec
+        if spec.model.base == "tiny":  # built on first use, as `kr run --base tiny` does
+            from ..trainers.tiny import ensure_base
+
+            ensure_base(home, spec.model.family)
         with tempfile.TemporaryDirectory(prefix="kr-sweep-check-") as scratch:
             paths = render.render_paths(spec, Path(scratch), home, image_dir=Path(scratch), run_id="check")
             render.render_texts(spec, paths)

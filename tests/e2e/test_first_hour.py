@@ -51,3 +51,11 @@ def test_doctor_knows_the_tiny_backend(home):
     checked = [line[2:].split("  ")[0] for line in result.stdout.splitlines() if line[:1] in "✓!✗"]
     assert "tiny trainer" in checked and "base model" in checked and "optimizer" in checked
     assert not {"sd-scripts", "tokenizers", "GPU", "CUDA", "accelerate config"} & set(checked), checked
+
+
+def test_shipped_style_preset_sweeps_on_the_tiny_base(home, images):
+    result = run_kr("sweep", "marker", "--dataset", images, "--base", "tiny", "--grid", "network.dim=4,8",
+                    "training.epochs=1", "--max-parallel", "2", "--json", timeout=600, env={"KR_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "native scale" in result.stderr  # fitted like `kr run`, said once
+    assert [m["status"] for m in json.loads(result.stdout)["members"]] == ["succeeded", "succeeded"]
