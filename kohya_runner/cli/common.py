@@ -66,6 +66,28 @@ def open_ledger(root: Path, *, settle: bool = True):
     return ledger
 
 
+def recorded_ledger(ctx: click.Context):
+    """(workspace, its ledger) for a command that reads what kr recorded: no workspace is created for it (a
+    mistyped --home must not become a new, empty one), and dead runs are settled first. Raises BadInput when
+    nothing is recorded there."""
+    from .. import workspace
+
+    root = workspace.require_recorded(home(ctx))
+    return root, open_ledger(root)
+
+
+def listed_ledger(ctx: click.Context):
+    """(workspace, its ledger or None) for a listing: with nothing recorded the listing is empty, stderr says
+    where kr looked, and nothing is created. Raises nothing of its own."""
+    from .. import workspace
+
+    root = home(ctx)
+    if workspace.recorded(root):
+        return root, open_ledger(root)
+    click.echo(f"(no kr workspace at {root} yet)", err=True)
+    return root, None
+
+
 def err(message: str) -> None:
     click.echo(message, err=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, open_ledger, print_json
+from .common import print_json, recorded_ledger
 
 EPILOG = """\b
 Examples:
@@ -37,8 +37,7 @@ def release(ctx, ref, epoch, step, best_loss, out, policy, name, force, as_json)
 
     if sum([epoch is not None, step is not None, best_loss]) > 1:
         raise BadInput("give only one of --epoch, --step and --best. Fix: drop the others")
-    root = home(ctx)
-    open_ledger(root)
+    root, _ = recorded_ledger(ctx)
     result = do_release(root, ref, Path(out).expanduser(), epoch=epoch, step=step, best_loss=best_loss, policy=policy,
                         name=name, force=force)
     if as_json:

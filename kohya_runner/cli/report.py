@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, open_ledger, print_json
+from .common import print_json, recorded_ledger
 
 REPORT_EPILOG = """\b
 Examples:
@@ -43,9 +43,9 @@ def report(ctx, ref, out, as_json):
     """An evaluation sheet: sample grid (base model, then every sampled epoch), trigger ablation, loss, config, timings."""
     from pathlib import Path
 
-    from .. import report as report_mod, workspace
-    root = workspace.require_recorded(home(ctx))  # a report reads runs: no workspace is created
-    open_ledger(root)
+    from .. import report as report_mod
+
+    root, _ = recorded_ledger(ctx)
     _done(report_mod.report(root, ref, Path(out).expanduser() if out else None), as_json)
 
 
@@ -58,7 +58,7 @@ def compare(ctx, refs, out, as_json):
     """Runs side by side: their final samples on the same prompts and seeds with a base row, and their losses."""
     from pathlib import Path
 
-    from .. import report as report_mod, workspace
-    root = workspace.require_recorded(home(ctx))  # a report reads runs: no workspace is created
-    open_ledger(root)
+    from .. import report as report_mod
+
+    root, _ = recorded_ledger(ctx)
     _done(report_mod.compare_report(root, list(refs), Path(out).expanduser() if out else None), as_json)

@@ -7,7 +7,7 @@ import time
 import click
 
 from ..ledger import duration_text
-from .common import home, open_ledger, print_json
+from .common import home, listed_ledger, open_ledger, print_json, recorded_ledger
 from .display import MISSING, text_table, value
 
 EPILOG = """\b
@@ -27,14 +27,6 @@ def runs() -> None:
     """List, inspect, follow, stop, compare, export and resume runs; rebuild the ledger."""
 
 
-def _ledger(ctx):
-    """The workspace and its ledger. Raises BadInput when there is no workspace (none is created)."""
-    from .. import workspace
-
-    root = workspace.require_recorded(home(ctx))
-    return root, open_ledger(root)
-
-
 def _steps(row) -> str:
     if row.steps_done is None:
         return "–"
@@ -51,19 +43,14 @@ def _steps(row) -> str:
 @click.pass_context
 def ls(ctx, statuses, sweep_id, limit, as_json):
     """List runs, newest first."""
-    from .. import workspace
     from ..errors import BadInput
     from ..ledger import STATUSES
 
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
         raise BadInput(f"--status {unknown[0]!r} is not a run status. Fix: one of {', '.join(STATUSES)}")
-    root = home(ctx)
-    if not workspace.recorded(root):  # an empty listing, and no workspace created (a typo'd --home says so)
-        click.echo(f"(no kr workspace at {root} yet)", err=True)
-        rows = []
-    else:
-        rows = open_ledger(root).runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit)
+    _, ledger = listed_ledger(ctx)
+    rows = ledger.runs(status=list(statuses) or None, sweep_id=sweep_id, limit=limit) if ledger else []
     if as_json:
         print_json({"runs": [r.to_json() for r in rows]}, schema="runs")
         return
@@ -83,7 +70,7 @@ def show(ctx, ref, as_json):
 
     from .. import archive
 
-    _, ledger = _ledger(ctx)
+    _, ledger = recorded_ledger(ctx)
     row = ledger.find(ref)
     manifest = archive.read_manifest(Path(row.run_dir))
     if as_json:
@@ -97,9 +84,9 @@ def show(ctx, ref, as_json):
               ("peak memory", f"{row.peak_rss / 2**30:.2f} GB (PSS)" if row.peak_rss else None),
               ("peak VRAM", f"{row.peak_vram / 2**30:.2f} GB" if row.peak_vram else None), ("exit code", row.exit_code),
               ("result", row.result_path), ("resumed from", row.resumed_from), ("folder", row.run_dir)]
-    for name, value in fields:
-        if value not in (None, ""):
-            click.echo(f"{name + ':':<16}{value}")
+    for name, shown in fields:
+        if shown not in (None, ""):
+            click.echo(f"{name + ':':<16}{shown}")
     if manifest:
         for lora in manifest["loras"]:
             state = "ok" if lora["ok"] else f"BAD: {lora['problem']}"
@@ -119,7 +106,7 @@ def tail(ctx, ref, raw):
     from .live import make_view
     from .run import summary
 
-    root, ledger = _ledger(ctx)
+    root, ledger = recorded_ledger(ctx)
     row = ledger.find(ref)
     view = None if raw else make_view(row.run_id)
     try:
@@ -145,7 +132,7 @@ def stop(ctx, ref, timeout, as_json):
     from .. import run as run_mod
     from .run import summary
 
-    root, ledger = _ledger(ctx)
+    root, ledger = recorded_ledger(ctx)
     row = ledger.find(ref)
     if not row.active:
         click.echo(f"{row.run_id} is not running ({row.status})")
@@ -162,7 +149,7 @@ def rm(ctx, refs, yes):
     """Delete finished runs: their folders and ledger rows."""
     from .. import run as run_mod
 
-    root, _ = _ledger(ctx)
+    root, _ = recorded_ledger(ctx)
 
     def confirm(rows) -> bool:
         return yes or click.confirm(f"delete {', '.join(r.run_id for r in rows)} and their files?", abort=True)
@@ -180,7 +167,7 @@ def diff(ctx, a, b, as_json):
     """The settings in which two runs differ (their resolved specs), and their results."""
     from .. import run as run_mod
 
-    root, _ = _ledger(ctx)
+    root, _ = recorded_ledger(ctx)
     result = run_mod.diff(root, a, b)
     if as_json:
         print_json(result.to_json(), schema="runs-diff")
@@ -211,7 +198,7 @@ def export(ctx, ref, out, policy, as_json):
 
     from .. import archive
 
-    _, ledger = _ledger(ctx)
+    _, ledger = recorded_ledger(ctx)
     row = ledger.find(ref)
     if row.active:
         from ..errors import BadInput
@@ -237,7 +224,7 @@ def resume(ctx, ref, detach, as_json):
     from .. import run as run_mod
     from .run import execute
 
-    root, _ = _ledger(ctx)
+    root, _ = recorded_ledger(ctx)
     spec, options, previous = run_mod.resume_options(root, ref)
     if not as_json:
         click.echo(f"resuming {previous.run_id} from {options.resume_state.name} (step offset {options.step_offset})")
@@ -254,7 +241,7 @@ def best(ctx, ref, epoch, as_json):
     """A run's saved checkpoints with their loss at saving; the lowest (validation) loss is the best."""
     from ..checkpoints import choose
 
-    root, _ = _ledger(ctx)
+    root, _ = recorded_ledger(ctx)
     choice = choose(root, ref, epoch=epoch, best_loss=epoch is None)
     if as_json:
         print_json(choice.to_json(), schema="runs-best")

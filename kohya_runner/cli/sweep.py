@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import home, open_ledger, print_json
+from .common import home, listed_ledger, print_json, recorded_ledger
 from .display import MISSING, duration, number, text_table
 
 EPILOG = """\b
@@ -206,15 +206,10 @@ def ls(ctx, as_json):
     """List sweeps, newest first, with their best member."""
     import time
 
-    from .. import sweep as sweep_mod, workspace
+    from .. import sweep as sweep_mod
 
-    root = home(ctx)
-    if workspace.recorded(root):
-        open_ledger(root)
-        rows = sweep_mod.listing(root)
-    else:  # an empty listing, and no workspace created
-        click.echo(f"(no kr workspace at {root} yet)", err=True)
-        rows = []
+    root, ledger = listed_ledger(ctx)
+    rows = sweep_mod.listing(root) if ledger else []
     if as_json:
         print_json({"sweeps": rows}, schema="sweeps")
         return
@@ -233,10 +228,9 @@ def ls(ctx, as_json):
 @click.pass_context
 def show(ctx, ref, as_json):
     """A sweep's members: what each changes, status, final/min average loss, time, it/s, run."""
-    from .. import sweep as sweep_mod, workspace
+    from .. import sweep as sweep_mod
 
-    root = workspace.require_recorded(home(ctx))
-    open_ledger(root)
+    root, _ = recorded_ledger(ctx)
     record = sweep_mod.Record.load(root, ref)
     summary = sweep_mod.summary_json(root, record)
     if as_json:
