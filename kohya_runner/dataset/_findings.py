@@ -41,7 +41,8 @@ FINDING_CODES: dict[str, tuple[str, str]] = {
     "caption-multiline": (WARNING, "only the first line is used"),
     "caption-orphan": (WARNING, "a caption file without an image"),
     "caption-too-long": (WARNING, "more CLIP tokens than the limit; the rest is cut silently"),
-    "trigger-missing": (ERROR, "the trigger word is not in the caption"),
+    "trigger-missing": (WARNING, "the trigger word is not in the caption (learned without it)"),
+    "trigger-unused": (ERROR, "no caption contains the trigger word"),
     "trigger-shuffled": (WARNING, "shuffle_caption moves the trigger (outside keep_tokens)"),
     # settings
     "bucket-settings": (ERROR, "bucket settings sd-scripts rejects"),

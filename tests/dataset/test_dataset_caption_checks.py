@@ -97,8 +97,20 @@ def test_missing_trigger(tmp_path):
     root = make_dataset(tmp_path / "style")
     (root / "img1.txt").write_text("a man thinking, TOKYO at night")
     report = check(settings(root))
-    assert findings(report, "trigger-missing") == ["img1.txt"]
-    assert check(settings(root, caption_prefix="TOK,")).ok  # prefix is applied before the check
+    finding = only(report, "trigger-missing")
+    # a warning: one caption without the trigger may be a plain contrast picture, or a slip
+    assert finding.file == "img1.txt" and finding.severity == "warning" and report.ok
+    assert "learned without it" in finding.message
+    assert check(settings(root, caption_prefix="TOK,")).findings == []  # prefix is applied before the check
+
+
+def test_trigger_in_no_caption_is_an_error(tmp_path):
+    root = make_dataset(tmp_path / "style")
+    for caption in root.glob("*.txt"):
+        caption.write_text("a man thinking")
+    report = check(settings(root))
+    assert not report.ok and findings(report, "trigger-unused") == [None]
+    assert "none of the 3 captions" in only(report, "trigger-unused").message
 
 
 def test_trigger_outside_keep_tokens_with_shuffle(tmp_path):

@@ -25,12 +25,12 @@ def test_clean_dataset_has_no_findings(tmp_path):
 
 def test_report_json_shape_is_stable(tmp_path):
     root = make_dataset(tmp_path / "style")
-    (root / "img0.txt").write_text("a man thinking")
+    (root / "img0.txt").write_text("")
     data = json.loads(check(settings(root), TrainingPlan(max_train_epochs=2, family="sd15")).to_json())
     assert list(data) == ["schema", "dir", "ok", "counts", "errors", "warnings", "tokens", "buckets", "steps"]
     assert data["schema"] == "kr.dataset-check/1" and data["ok"] is False
     assert list(data["errors"][0]) == ["code", "severity", "file", "message", "fix"]
-    assert data["errors"][0]["code"] == "trigger-missing"
+    assert data["errors"][0]["code"] == "caption-empty"
     assert set(data["counts"]) == {"images", "captions", "errors", "warnings"}
     assert data["steps"]["total_steps"] == 6 and data["buckets"]["items"] == 3
 

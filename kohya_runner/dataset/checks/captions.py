@@ -42,7 +42,21 @@ def caption_findings(found: DatasetScan, settings: DatasetSettings, counter: Tok
         if tokens > settings.token_limit:
             out.append(_too_long_finding(img, read, tokens, settings, counter))
     out += _orphan_caption_findings(found, used_captions)
+    out += _unused_trigger_finding(out, found, settings)
     return out, max_tokens
+
+
+def _unused_trigger_finding(findings: list[Finding], found: DatasetScan, settings: DatasetSettings) -> list[Finding]:
+    """One caption without the trigger is a choice (a plain contrast picture) or a slip, so a warning;
+    no caption with it leaves the style without a word to call it by, so an error."""
+    missing = sum(1 for f in findings if f.code == "trigger-missing")
+    if not settings.trigger or not found.images or missing < len(found.images):
+        return []
+    return [finding("trigger-unused", None,
+                    f"none of the {missing} captions contains the trigger '{settings.trigger}': the LoRA would "
+                    f"learn the style with no word to call it by.",
+                    f"add '{settings.trigger}' to the captions (`kr dataset caption DIR --prefix 'in the style of "
+                    f"{settings.trigger}, '`), or set dataset.trigger to the word your captions use.")]
 
 
 def _first_finding(groups: Iterable[list[Finding]]) -> list[Finding]:
@@ -157,7 +171,9 @@ def _trigger_findings(img: DatasetImage, read: CaptionRead, text: str, settings:
             finding(
                 "trigger-missing", where,
                 f"the trigger '{settings.trigger}' is not in the caption of {img.rel}"
-                + (" (after caption_prefix/suffix)." if settings.caption_prefix or settings.caption_suffix else "."),
+                + (" (after caption_prefix/suffix)" if settings.caption_prefix or settings.caption_suffix else "")
+                + ": this picture is learned without it, so its look also answers prompts without the trigger "
+                  "(intended only for plain contrast pictures).",
                 f"add '{settings.trigger}' to {where}, set caption_prefix, or run `kr dataset caption DIR --prefix '...{settings.trigger}...'`.",
             )
         ]
