@@ -37,7 +37,11 @@ def bases_dir(root: Path) -> Path:
 
 
 def tiny_base_dir(root: Path, family: str = "sdxl") -> Path:
-    return bases_dir(root) / f"tiny-{family}"
+    """The built-in tiny base of a family; named with its format version, so a kr that ships a new
+    tiny base builds it beside the old one (which runs trained on it still name) instead of over it."""
+    from .tiny.base import FORMAT_VERSION
+
+    return bases_dir(root) / f"tiny-{family}-v{FORMAT_VERSION}"
 
 
 def runs_dir(root: Path) -> Path:

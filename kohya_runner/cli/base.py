@@ -23,7 +23,7 @@ def base() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def tiny(ctx, family, as_json):
-    """Build (once) the random-initialised tiny model the built-in trainer uses."""
+    """Build (once) the tiny model the built-in trainer uses, from its committed pretrained weights."""
     from .. import workspace
     from ..tiny import build_tiny_base
 

@@ -1,4 +1,4 @@
-"""Build the tiny random-initialised base model the built-in trainer trains on.
+"""Build the tiny base model the built-in trainer trains on: pretrained on a small procedural world.
 
 The result is a real Diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/,
 [text_encoder_2/,] tokenizer/, [tokenizer_2/,] scheduler/) so that anything that reads a Diffusers
@@ -10,10 +10,17 @@ blocks map exactly onto sd-scripts' `input_blocks.{3i+j+1}.1` / `middle_block.1`
 `output_blocks.{3i+j}.1` names; the SD 1.5 flavour keeps diffusers names and 1x1-conv projections.
 Both levels of the two-level U-Net carry cross-attention: with attention only at the coarse level
 a LoRA on a random base can barely lower the loss, with it at full latent resolution it learns.
+
+The weights come from `weights/tiny-<family>.safetensors` (made by `python -m
+kohya_runner.tiny.pretrain`, see world.py and pretrain.py): the base draws "a red circle" when asked.
+Their sha256 (weights/manifest.json) is checked before use. `build_tiny_base(..., pretrained=False)`
+still gives the old random-initialised base (same shapes), for tests that want a model that knows
+nothing and for pretraining itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +28,10 @@ import tempfile
 from pathlib import Path
 
 MARKER = "kr_tiny.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pretrained weights (and a wider VAE); 1: random initialisation
+# KR_TINY_WEIGHTS points at another weights folder (with its own manifest): for trying pretraining runs
+WEIGHTS_DIR = Path(os.environ.get("KR_TINY_WEIGHTS") or Path(__file__).resolve().parent / "weights")
+WEIGHTS_MANIFEST = "manifest.json"
 FAMILIES = ("sdxl", "sd15")
 
 # One character-level vocabulary serves both tokenizers: 256 byte-unicode symbols, their
@@ -37,28 +47,35 @@ LATENT_CHANNELS = 4
 NATIVE_RESOLUTION = 64
 
 
-def build_tiny_base(dest: Path, family: str = "sdxl", seed: int = 0) -> Path:
+def build_tiny_base(dest: Path, family: str = "sdxl", seed: int = 0, pretrained: bool = True) -> Path:
     """Build the tiny base at `dest` once; return `dest`.
 
-    Deterministic for a seed. Written into a temporary sibling folder and renamed into place, so
-    concurrent builders never see (or leave) a half-written model: the first rename wins and the
-    others discard their copy.
+    `pretrained` loads the committed weights (the seed then only seeds buffers and the marker);
+    `pretrained=False` initialises randomly from the seed. Deterministic either way. Written into a
+    temporary sibling folder and renamed into place, so concurrent builders never see (or leave) a
+    half-written model: the first rename wins and the others discard their copy.
+    Raises ValueError for an unknown family, FileExistsError when `dest` holds something else, and
+    kohya_runner.errors.Failed when the committed weights are missing or fail their sha256 check.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
     dest = Path(dest)
-    if _is_complete(dest, family, seed):
+    if _is_complete(dest, family, seed, pretrained):
         return dest
     if dest.exists():
+        found = read_marker(dest) or {}
+        if found.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+            raise FileExistsError(f"{dest} holds a format-{found.get('format')} tiny base; this kohya_runner builds "
+                                  f"format {FORMAT_VERSION} (pretrained): move the old folder away to rebuild it")
         raise FileExistsError(f"{dest} exists and is not a tiny {family} base (seed {seed})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        _write_base(tmp, family, seed)
+        _write_base(tmp, family, seed, pretrained)
         try:
             os.rename(tmp, dest)
         except OSError:
-            if not _is_complete(dest, family, seed):
+            if not _is_complete(dest, family, seed, pretrained):
                 raise
     finally:
         if tmp.exists():
@@ -74,33 +91,78 @@ def read_marker(base_dir: Path) -> dict | None:
         return None
 
 
-def _is_complete(dest: Path, family: str, seed: int) -> bool:
+def _is_complete(dest: Path, family: str, seed: int, pretrained: bool) -> bool:
     marker = read_marker(dest)
     return bool(marker) and marker.get("family") == family and marker.get("seed") == seed \
-        and marker.get("format") == FORMAT_VERSION
+        and marker.get("format") == FORMAT_VERSION and marker.get("pretrained", False) == pretrained
 
 
-def _write_base(folder: Path, family: str, seed: int) -> None:
+def pretrained_state(family: str) -> dict:
+    """The committed weights of a family as fp32 tensors keyed `unet.` / `vae.` / `text_encoder[_2].`.
+
+    Raises kohya_runner.errors.Failed when the file is missing or its sha256 is not the manifest's.
+    """
+    import torch
+
+    from ..errors import Failed
+
+    try:
+        entry = json.loads((WEIGHTS_DIR / WEIGHTS_MANIFEST).read_text(encoding="utf-8"))[family]
+        path = WEIGHTS_DIR / entry["file"]
+        data = path.read_bytes()
+    except (OSError, ValueError, KeyError) as exc:
+        raise Failed(f"the tiny {family} base's pretrained weights are missing from {WEIGHTS_DIR} ({exc}). Fix: "
+                     f"reinstall kohya-runner, or rebuild them with `python -m kohya_runner.tiny.pretrain`",
+                     file=str(WEIGHTS_DIR))
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise Failed(f"{path} is damaged: sha256 {digest} is not the manifest's {entry['sha256']} (a Git LFS "
+                     f"pointer or a partial copy?). Fix: reinstall kohya-runner", file=str(path))
+    from safetensors.torch import load as load_bytes
+
+    return {key: value.to(torch.float32) for key, value in load_bytes(data).items()}
+
+
+def load_weights_file(path: Path) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    return {key: value.to(torch.float32) for key, value in load_file(str(path)).items()}
+
+
+def _load_part(model, state: dict, prefix: str) -> None:
+    part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(part, strict=False)
+    floating_missing = [k for k in missing if model.state_dict()[k].is_floating_point()]
+    if floating_missing or unexpected:
+        raise ValueError(f"pretrained weights do not fit the {prefix[:-1]}: missing {floating_missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+
+
+def _write_base(folder: Path, family: str, seed: int, pretrained: bool = True) -> None:
     import torch
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Writing model shards" bars would land in kr's output
 
+    state = pretrained_state(family) if pretrained else None
     with torch.random.fork_rng(devices=[]):
         _save_tokenizers(folder, family)
-        torch.manual_seed(seed)
-        _text_encoder(family, 1).save_pretrained(folder / "text_encoder", safe_serialization=True)
+        parts = [("text_encoder", seed, lambda: _text_encoder(family, 1))]
         if family == "sdxl":
-            torch.manual_seed(seed + 1)
-            _text_encoder(family, 2).save_pretrained(folder / "text_encoder_2", safe_serialization=True)
-        torch.manual_seed(seed + 2)
-        _vae(family).save_pretrained(folder / "vae", safe_serialization=True)
-        torch.manual_seed(seed + 3)
-        _unet(family).save_pretrained(folder / "unet", safe_serialization=True)
+            parts.append(("text_encoder_2", seed + 1, lambda: _text_encoder(family, 2)))
+        parts += [("vae", seed + 2, lambda: _vae(family)), ("unet", seed + 3, lambda: _unet(family))]
+        for name, part_seed, make in parts:
+            torch.manual_seed(part_seed)
+            model = make()
+            if state is not None:
+                _load_part(model, state, name + ".")
+            model.save_pretrained(folder / name, safe_serialization=True)
     _scheduler(family).save_pretrained(folder / "scheduler")
     _write_model_index(folder, family)
-    marker = {"format": FORMAT_VERSION, "family": family, "seed": seed,
-              "native_resolution": NATIVE_RESOLUTION, "what": "kohya_runner tiny random base"}
+    what = "kohya_runner tiny base pretrained on the tiny world" if pretrained else "kohya_runner tiny random base"
+    marker = {"format": FORMAT_VERSION, "family": family, "seed": seed, "pretrained": pretrained,
+              "native_resolution": NATIVE_RESOLUTION, "what": what}
     (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
@@ -137,7 +199,7 @@ def _vae(family: str):
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
         sample_size=NATIVE_RESOLUTION, scaling_factor=0.13025 if family == "sdxl" else 0.18215)
 
 
