@@ -870,10 +870,10 @@ def _random_base(home: Path, family: str, say: Callable[[str], None]) -> Path:
 
 def _smoke_images(folder: Path) -> Path:
     """4 procedurally drawn 64 px images with captions, made once (the same bytes every time)."""
-    from .tiny.demo_data import make_demo_dataset
+    from .tiny.styles import write_style_dataset
 
     try:
-        return make_demo_dataset(folder, count=4, size=SMOKE_SIZE, seed=0)
+        return write_style_dataset(folder, count=4, size=SMOKE_SIZE, seed=0)
     except FileExistsError:  # something else under that name: start it afresh
         shutil.rmtree(folder)
-        return make_demo_dataset(folder, count=4, size=SMOKE_SIZE, seed=0)
+        return write_style_dataset(folder, count=4, size=SMOKE_SIZE, seed=0)

@@ -6,7 +6,7 @@ like sd-scripts at every seam kr watches (see kohya_runner/tiny/train.py).
 
 Python API (imported lazily, so `import kohya_runner.tiny` stays cheap):
     build_tiny_base(dest, family="sdxl", seed=0) -> Path
-    make_demo_dataset(dest, count=16, size=96, seed=0) -> Path
+    write_style_dataset(dest, style="marker", count=32, seed=0, size=64, plain=0) -> Path
     load_pipeline(base_dir, lora_path=None, multiplier=1.0) -> TinyPipeline
     generate(pipe, prompt, seed=0, steps=20, w=64, h=64, cfg=7.5, negative=None) -> PIL.Image
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 _EXPORTS = {
     "build_tiny_base": "kohya_runner.tiny.base",
-    "make_demo_dataset": "kohya_runner.tiny.demo_data",
+    "write_style_dataset": "kohya_runner.tiny.styles",
     "load_pipeline": "kohya_runner.tiny.infer",
     "generate": "kohya_runner.tiny.infer",
 }

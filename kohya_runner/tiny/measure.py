@@ -3,6 +3,11 @@
     largest_blob(image)       -> Blob(colour="red", shape="circle", fill_ratio=0.78, area=0.21) or None
     style_stats(image)        -> {"edges": .., "dark": .., "saturation": .., "lightness": ..}
     style_distance(a, b)      -> how far apart two groups of images are on those statistics
+    style_progress(before, after, plain, styled)
+                              -> how far `after` moved from `before` toward a style, as a share of
+                                 the way from `plain` to `styled` renderings (0: not at all, 1: all of it)
+    style_direction(before, after, plain, styled)
+                              -> the cosine between that move and the style's direction
 
 Deliberately crude (numpy only, no learned features): they have to work on 64 px samples of a
 1.6 M-parameter model, and a test that fails should be explainable by looking at the picture.
@@ -132,3 +137,37 @@ def style_distance(images_a, images_b) -> float:
     a, b = mean_stats(images_a), mean_stats(images_b)
     stats_gap = float(np.mean([abs(a[name] - b[name]) for name in STAT_NAMES]))
     return stats_gap + 0.5 * float(np.abs(palette(images_a) - palette(images_b)).sum()) / 2
+
+
+LOOK_NAMES = STAT_NAMES + ("paper_r", "paper_g", "paper_b")
+
+
+def look_vector(images):
+    """The mean of `style_stats` plus the background colour (0..1 per channel) over images."""
+    import numpy as np
+
+    rows = []
+    for image in images:
+        stats = style_stats(image)
+        paper = background_colour(_array(image)) / 255.0
+        rows.append([stats[name] for name in STAT_NAMES] + [float(c) for c in paper])
+    return np.mean(np.array(rows, dtype=np.float64), axis=0)
+
+
+def style_progress(before, after, plain, styled) -> float:
+    """The move from `before` to `after` (samples at the same seeds) projected on the way from `plain`
+    to `styled` (the same scenes rendered both ways), as a share of that way."""
+    import numpy as np
+
+    way = look_vector(styled) - look_vector(plain)
+    move = look_vector(after) - look_vector(before)
+    return float(np.dot(move, way) / np.dot(way, way))
+
+
+def style_direction(before, after, plain, styled) -> float:
+    """The cosine between the move from `before` to `after` and the way from `plain` to `styled`."""
+    import numpy as np
+
+    way = look_vector(styled) - look_vector(plain)
+    move = look_vector(after) - look_vector(before)
+    return float(np.dot(move, way) / (np.linalg.norm(move) * np.linalg.norm(way) + 1e-12))

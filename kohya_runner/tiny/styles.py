@@ -1,6 +1,7 @@
 """Three illustration styles drawn over the tiny world's scenes, and style datasets to train on.
 
-    write_style_dataset(dest, "zine", count=32, seed=0)   # 32 images + "in the style of TOK, <scene>"
+    write_style_dataset(dest, "zine", count=32, seed=0)           # 32 images, "in the style of TOK, <scene>"
+    write_style_dataset(dest, "zine", count=24, plain=8, seed=0)  # + 8 plain ones captioned "<scene>"
 
 - `marker`: paper tone, colour fills with diagonal hatching, thick dark outlines with stroke jitter.
 - `zine`: high-contrast black and white, one accent colour, halftone dots and photocopy specks.
@@ -8,7 +9,9 @@
 
 The scenes come from `world.sample_scene`, so a style LoRA learns a look, not new objects, and
 the base (trained on `world.render_plain`) already knows every object named in the captions.
-Written to a temporary folder and renamed into place, like `demo_data.make_demo_dataset`.
+`plain` adds pictures of other scenes drawn plainly and captioned without the trigger: they show
+the LoRA what the trigger does not change (the job regularisation images do in DreamBooth), so the
+style stays with the trigger. Written to a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .world import COLOURS, SUPERSAMPLE, Scene, draw_parts, object_parts, sample_scene, thing_mask
+from .world import COLOURS, SUPERSAMPLE, Scene, draw_parts, object_parts, render_plain, sample_scene, thing_mask
 
 TRIGGER = "TOK"
 MARKER = "kr_style.json"
@@ -55,31 +58,35 @@ def style_scenes(count: int, seed: int = 0) -> list[Scene]:
     return [sample_scene(rng) for _ in range(count)]
 
 
-def write_style_dataset(dest: Path, style: str, count: int = 32, seed: int = 0, size: int = 64) -> Path:
-    """Write `count` images of `style` plus `<name>.txt` captions into `dest` (once); return `dest`.
+def write_style_dataset(dest: Path, style: str = "marker", count: int = 32, seed: int = 0, size: int = 64,
+                        plain: int = 0) -> Path:
+    """Write `count` images of `style` (and `plain` plain ones) plus `<name>.txt` captions into `dest`
+    (once); return `dest`.
 
     Raises ValueError for an unknown style and FileExistsError when `dest` holds something else.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     dest = Path(dest)
-    wanted = {"style": style, "count": count, "size": size, "seed": seed, "trigger": TRIGGER}
-    if _read_marker(dest) == wanted:
+    wanted = {"style": style, "count": count, "plain": plain, "size": size, "seed": seed, "trigger": TRIGGER}
+    if dataset_facts(dest) == wanted:
         return dest
     if dest.exists():
         raise FileExistsError(f"{dest} exists and is not this style dataset ({wanted})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        for index, scene in enumerate(style_scenes(count, seed)):
-            stem = f"{index:03d}_" + "_".join(scene.caption().replace(",", "").split()[:6])
-            render_style(scene, style, size, seed * 100_003 + index).save(tmp / f"{stem}.png", optimize=False)
-            (tmp / f"{stem}.txt").write_text(style_caption(scene) + "\n", encoding="utf-8")
+        scenes = style_scenes(count + plain, seed)
+        for index, scene in enumerate(scenes[:count]):
+            image = render_style(scene, style, size, seed * 100_003 + index)
+            _write_pair(tmp, f"{index:03d}_{_slug(scene)}", image, style_caption(scene))
+        for index, scene in enumerate(scenes[count:]):
+            _write_pair(tmp, f"plain_{index:03d}_{_slug(scene)}", render_plain(scene, size), scene.caption())
         (tmp / MARKER).write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
         try:
             os.rename(tmp, dest)
         except OSError:
-            if _read_marker(dest) != wanted:
+            if dataset_facts(dest) != wanted:
                 raise
     finally:
         if tmp.exists():
@@ -87,7 +94,17 @@ def write_style_dataset(dest: Path, style: str, count: int = 32, seed: int = 0, 
     return dest
 
 
-def _read_marker(dest: Path) -> dict | None:
+def _slug(scene: Scene) -> str:
+    return "_".join(scene.caption().replace(",", "").split()[:6])
+
+
+def _write_pair(folder: Path, stem: str, image, caption: str) -> None:
+    image.save(folder / f"{stem}.png", optimize=False)
+    (folder / f"{stem}.txt").write_text(caption + "\n", encoding="utf-8")
+
+
+def dataset_facts(dest: Path) -> dict | None:
+    """What `write_style_dataset` recorded in a folder it wrote (style, counts, seed), or None."""
     try:
         return json.loads((dest / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -19,7 +19,8 @@ NATIVE = 64  # the tiny base's native resolution (kohya_runner.tiny.base.NATIVE_
 LARGEST = 2 * NATIVE  # above this a run on the tiny model is only slower, not different
 # Sampling, not training, is most of a tiny run's time: a preset written for a real model (20-50 steps)
 # samples with a few steps; one written for the tiny model (at most 12, as tiny-demo) is left as it is.
-SAMPLE_STEPS, TINY_SAMPLE_STEPS = 6, 12
+SAMPLE_STEPS = 20  # enough for the pretrained tiny base to draw; more only costs time
+SAMPLE_CFG = 3.0  # its small text encoders overshoot at the CFG of full-size presets (5-7)
 
 # Arguments each CPU stand-in accepts; the rest belong to the replaced optimizer (e.g. Prodigy's d_coef).
 _KEEP_ARGS = {"AdamW": {"weight_decay", "betas", "eps", "amsgrad"},
@@ -35,7 +36,7 @@ def launch(family: str, config_file: Path, run_dir: Path, gpus: list[int] | None
 
 def adapt(home: Path, spec):
     """(spec fitted to the tiny model, notes): the tiny base built if missing; training above 128 px brought
-    to the native 64 px, samples to 64 px × 6 steps, bf16/fp16 to fp32 and loader workers to 0 (the CPU);
+    to the native 64 px, samples to 64 px × 20 steps at CFG 3, bf16/fp16 to fp32 and loader workers to 0 (the CPU);
     an optimizer whose package kr's python lacks replaced by its CPU equivalent (torch's AdamW for
     bitsandbytes' 8-bit/paged AdamW, …): the tiny run then exercises the pipeline with the preset as written
     everywhere else, instead of failing minutes in on a GPU-only optimizer.
@@ -87,9 +88,12 @@ def _scale_changes(spec, data: dict) -> list[str]:
         if max(width, height) > LARGEST:
             s.update(width=NATIVE, height=NATIVE)
             sample.append(f"{NATIVE} px (preset: {_size((width, height))})")
-        if spec.sampling.steps > TINY_SAMPLE_STEPS:
+        if spec.sampling.steps > SAMPLE_STEPS:
             s["steps"] = SAMPLE_STEPS
             sample.append(f"{SAMPLE_STEPS} steps (preset: {spec.sampling.steps})")
+        if spec.sampling.cfg_scale > SAMPLE_CFG + 1:
+            s["cfg_scale"] = SAMPLE_CFG
+            sample.append(f"CFG {SAMPLE_CFG:g} (preset: {spec.sampling.cfg_scale:g})")
         if sample:
             changes.append("samples at " + ", ".join(sample))
     if spec.precision.mixed_precision != "no" or spec.precision.full_bf16 or spec.precision.full_fp16:
