@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import archive, atomic, runfolder
+from . import archive, atomic, demo, runfolder
 from .checkpoints import Checkpoint, Losses, best, list_checkpoints, run_totals
 from .errors import BadInput, KrError
 from .ledger import duration_text
@@ -435,7 +435,7 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
     summary = _run_summary(data)
     context = {
         "kind": "run", "run_id": data.run_id, "title": f"{data.run_id} — evaluation sheet", "summary": summary,
-        "notes": notes,
+        "notes": notes, "about": demo.explanation_for_dataset(data.spec.dataset.dir),
         "columns": [c.to_json() for c in columns], "groups": groups, "ablation": ablation,
         "loss_image": LOSS_PLOT if has_loss else None, "sheet_image": SHEET if layout else None,
         "checkpoints": [dict(c.to_json(), name=c.file.name, best=bool(data.best and c.file == data.best.file))
@@ -673,6 +673,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
     if sweep is not None and len(runs) < sweep.members:
         notes.append(f"{len(runs)} of the sweep's {sweep.members} members have run so far.")
     context = {
+        "about": None,
         "kind": "compare", "title": title, "summary": [("runs", str(len(runs))),
                                                        ("settings that differ", ", ".join(varying) or "none")],
         "notes": notes, "prompts": columns, "lines": page_rows, "runs": summary_rows, "varying": varying,
