@@ -53,10 +53,10 @@ def standin(home: Path) -> tuple[list[str], list[str], dict, callable]:
 
 
 def tiny(home: Path):
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
+    from kohya_runner.tiny import build_tiny_base, write_style_dataset
 
     build_tiny_base(home / "bases" / "tiny-sdxl", "sdxl")
-    images = make_demo_dataset(home / "images")
+    images = write_style_dataset(home / "images")
     args = ["tiny-demo", "--dataset", images, "--base", "tiny", "training.epochs=6"]
     return args, [], {}, lambda out: [sys.executable, "-m", "kohya_runner.tiny", "--config_file", str(out / "config.toml")]
 

@@ -167,11 +167,11 @@ def bench_standin(root: Path) -> dict:
 
 
 def bench_tiny(root: Path) -> dict:
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
+    from kohya_runner.tiny import build_tiny_base, write_style_dataset
 
     home = root / "home-tiny"
     build_tiny_base(home / "bases" / "tiny-sdxl", "sdxl")
-    images = make_demo_dataset(root / "demo-images", count=16, size=64)
+    images = write_style_dataset(root / "demo-images", count=16, size=64)
     seen: set[tuple[str, int]] = set()
     stop = threading.Event()
 

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import make_standin_checkout, no_process_left, run_kr
 
+from kohya_runner import workspace
+
 from kohya_runner import cache, preset
 
 ONE_EPOCH = ["training.epochs=1", "sampling.at_first=false", "sampling.every_n_epochs=100",
@@ -26,17 +28,17 @@ ONE_EPOCH = ["training.epochs=1", "sampling.at_first=false", "sampling.every_n_e
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
+    from kohya_runner.tiny import build_tiny_base, write_style_dataset
 
     root = tmp_path_factory.mktemp("cache-shared")
     return {"sdxl": build_tiny_base(root / "tiny-sdxl", "sdxl"),
-            "images": make_demo_dataset(root / "images", count=16, size=64)}
+            "images": write_style_dataset(root / "images", count=16, size=64)}
 
 
 @pytest.fixture
 def khome(home, shared) -> Path:
     (home / "bases").mkdir(parents=True)
-    (home / "bases" / "tiny-sdxl").symlink_to(shared["sdxl"])
+    workspace.tiny_base_dir(home, "sdxl").symlink_to(shared["sdxl"])
     return home
 
 

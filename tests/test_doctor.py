@@ -19,7 +19,7 @@ from conftest import make_standin_checkout, no_process_left, run_kr
 from vendor_fixtures import fake_open_clip_wheel
 from tiny_fixtures import tiny_bases  # noqa: F401  (session fixture)
 
-from kohya_runner import doctor
+from kohya_runner import doctor, workspace
 from kohya_runner.doctor import FAIL, OK, WARN, Gpu, TrainerInfo
 
 GIB = 2**30
@@ -269,7 +269,7 @@ def smoke_world(env, tiny_bases, tokenizers, tmp_path, monkeypatch):  # noqa: F8
         checkout = make_standin_checkout(tmp_path / f"standin-{kind}", kind)
         monkeypatch.setenv("KR_SD_SCRIPTS", str(checkout))
         monkeypatch.setenv("KR_SD_PYTHON", sys.executable)
-        base = env / "bases" / "tiny-sdxl"
+        base = workspace.tiny_base_dir(env, "sdxl")
         if not base.exists():
             shutil.copytree(tiny_bases["sdxl"], base)
         return base

@@ -4,6 +4,8 @@ namespaces (CI runs as root); skipped with the reason where unshare is not permi
 
 from __future__ import annotations
 
+from kohya_runner import workspace
+
 import json
 import os
 import shutil
@@ -46,7 +48,7 @@ def test_the_namespace_has_no_network():
 
 
 def test_a_whole_tiny_run_succeeds_without_any_network(home, tiny_bases, tiny_demo_images, tmp_path):  # noqa: F811
-    shutil.copytree(tiny_bases["sdxl"], home / "bases" / "tiny-sdxl")
+    shutil.copytree(tiny_bases["sdxl"], workspace.tiny_base_dir(home, "sdxl"))
     images = tmp_path / "images"
     shutil.copytree(tiny_demo_images, images)
     env = {**os.environ, "KR_HOME": str(home)}

@@ -20,7 +20,7 @@ from safetensors.numpy import save, save_file
 from conftest import run_kr
 from tiny_fixtures import tiny_bases  # noqa: F401  (session fixture)
 
-from kohya_runner import lorafile, privacy
+from kohya_runner import lorafile, privacy, workspace
 from kohya_runner.errors import BadInput
 
 FOLDER = "clientsecret-orchid-q7x"
@@ -139,9 +139,9 @@ def test_keep_copies_byte_for_byte_and_refuses_to_rewrite_the_source(tmp_path):
 
 @pytest.fixture
 def secret_dataset(tmp_path) -> Path:
-    from kohya_runner.tiny.demo_data import make_demo_dataset
+    from kohya_runner.tiny.styles import write_style_dataset
 
-    made = make_demo_dataset(tmp_path / "made", count=len(CAPTIONS), size=64, seed=0)
+    made = write_style_dataset(tmp_path / "made", count=len(CAPTIONS), size=64, seed=0)
     folder = tmp_path / FOLDER
     folder.mkdir()
     for image, caption in zip(sorted(made.glob("*.png")), CAPTIONS):
@@ -151,7 +151,7 @@ def secret_dataset(tmp_path) -> Path:
 
 
 def tiny_workspace(home: Path, bases: dict[str, Path]) -> None:
-    target = home / "bases" / "tiny-sdxl"
+    target = workspace.tiny_base_dir(home, "sdxl")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(bases["sdxl"], target)
 

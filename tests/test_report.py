@@ -283,12 +283,12 @@ def _env(root: Path) -> dict:
 def _workspace(root: Path) -> Path:
     """`root/home` with the tiny base (built once for the session, linked in) and the demo images."""
     from kohya_runner import workspace
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
+    from kohya_runner.tiny import build_tiny_base, write_style_dataset
 
     shared = root.parent
     with _locked(shared / "base.lock"):
         base = build_tiny_base(shared / "tiny-sdxl", "sdxl")
-        images = make_demo_dataset(shared / "images", count=8, size=64)
+        images = write_style_dataset(shared / "images", count=8, size=64)
     link = workspace.tiny_base_dir(root / "home", "sdxl")
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.exists():

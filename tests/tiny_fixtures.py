@@ -127,9 +127,9 @@ def tiny_bases(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_demo_images(tmp_path_factory) -> Path:
     """The demo dataset at 64 px (a read-only master; copy it before caches get written)."""
-    from kohya_runner.tiny.demo_data import make_demo_dataset
+    from kohya_runner.tiny.styles import write_style_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("tiny_demo") / "images", count=16, size=64, seed=0)
+    return write_style_dataset(tmp_path_factory.mktemp("tiny_demo") / "images", count=16, size=64, seed=0)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from kohya_runner.tiny import make_demo_dataset
+    from kohya_runner.tiny import write_style_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("tour") / "images", count=8, size=64)
+    return write_style_dataset(tmp_path_factory.mktemp("tour") / "images", count=8, size=64)
 
 
 def test_shipped_style_preset_runs_on_the_tiny_base_with_a_name(home, images):

@@ -4,6 +4,8 @@ sd-scripts backend against a stand-in checkout whose entry scripts run the tiny 
 
 from __future__ import annotations
 
+from kohya_runner import workspace
+
 import csv
 import json
 import sys
@@ -23,20 +25,20 @@ SMALL = ["training.epochs=4", "sampling.steps=3", "sampling.every_n_epochs=2", "
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """The tiny bases and the demo images, built once for the module."""
-    from kohya_runner.tiny import build_tiny_base, make_demo_dataset
+    from kohya_runner.tiny import build_tiny_base, write_style_dataset
 
     root = tmp_path_factory.mktemp("tiny-shared")
     return {
         "sdxl": build_tiny_base(root / "tiny-sdxl", "sdxl"),
         "sd15": build_tiny_base(root / "tiny-sd15", "sd15"),
-        "images": make_demo_dataset(root / "images", count=16, size=64),
+        "images": write_style_dataset(root / "images", count=16, size=64),
     }
 
 
 def use_shared_bases(home: Path, shared) -> None:
     (home / "bases").mkdir(parents=True, exist_ok=True)
     for family in ("sdxl", "sd15"):
-        link = home / "bases" / f"tiny-{family}"
+        link = workspace.tiny_base_dir(home, family)
         if not link.exists():
             link.symlink_to(shared[family])
 

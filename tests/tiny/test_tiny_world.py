@@ -87,3 +87,35 @@ def test_styles_are_told_apart_by_the_statistics():
         own = style_distance(a[name], b[name])
         others = [style_distance(a[name], b[other]) for other in b if other != name]
         assert own * 3 < min(others), (name, own, others)
+
+
+def test_style_progress_and_direction_measure_the_way_from_plain_to_a_style():
+    from kohya_runner.tiny.measure import style_direction, style_progress
+    from kohya_runner.tiny.styles import STYLES, render_style, style_scenes
+    from kohya_runner.tiny.world import render_plain
+
+    scenes, others = style_scenes(12, seed=3), style_scenes(12, seed=4)
+    plain = [render_plain(scene) for scene in scenes]
+    for style in STYLES:
+        styled = [render_style(scene, style, 64, i) for i, scene in enumerate(scenes)]
+        # other scenes and seeds, drawn plainly then in the style: most of the way, in the style's direction
+        before = [render_plain(scene) for scene in others]
+        after = [render_style(scene, style, 64, 50 + i) for i, scene in enumerate(others)]
+        assert 0.8 < style_progress(before, after, plain, styled) < 1.2, style
+        assert style_direction(before, after, plain, styled) > 0.95, style
+        assert abs(style_progress(before, before, plain, styled)) < 1e-9
+        for other in STYLES:
+            if other != style:
+                toward_other = [render_style(scene, other, 64, i) for i, scene in enumerate(scenes)]
+                assert style_direction(before, after, plain, toward_other) < 0.8, (style, other)
+
+
+def test_style_dataset_with_plain_contrast_pictures(tmp_path):
+    from kohya_runner.tiny.styles import dataset_facts, write_style_dataset
+
+    folder = write_style_dataset(tmp_path / "d", "marker", count=4, plain=2, seed=1)
+    captions = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.txt")}
+    plain = {n: c for n, c in captions.items() if n.startswith("plain_")}
+    assert len(captions) == 6 and len(plain) == 2
+    assert all("TOK" not in c and c.startswith("a") for c in plain.values())
+    assert dataset_facts(folder)["plain"] == 2 and dataset_facts(tmp_path) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_runner import preset
+from kohya_runner import preset, workspace
 from kohya_runner.trainers import packages
 from kohya_runner.trainers.notes import fit, warmup_notes
 from kohya_runner.trainers.tiny import adapt
@@ -19,7 +19,7 @@ from kohya_runner.trainers.tiny import adapt
 @pytest.fixture
 def built(home):
     """A tiny base marked as built (adapt only looks for model_index.json), so no model is made here."""
-    folder = home / "bases" / "tiny-sdxl"
+    folder = workspace.tiny_base_dir(home, "sdxl")
     folder.mkdir(parents=True)
     (folder / "model_index.json").write_text("{}")
     return home
@@ -40,12 +40,12 @@ def test_the_marker_preset_is_fitted_to_the_tiny_model_with_notes(built):
     spec = preset.resolve("marker", built, [], {"model.base": "tiny"}).spec
     fitted, notes = adapt(built, spec)
     assert fitted.dataset.resolution == (64, 64) and fitted.dataset.max_bucket_reso == 128
-    assert fitted.sample_size == (64, 64) and fitted.sampling.steps == 6
+    assert fitted.sample_size == (64, 64) and fitted.sampling.steps == 20 and fitted.sampling.cfg_scale == 3.0
     assert fitted.precision.mixed_precision == "no" and fitted.training.data_loader_workers == 0
     assert fitted.optimizer.type == "AdamW" and fitted.optimizer.args == {"weight_decay": 0.01}
     assert fitted.optimizer.lr == spec.optimizer.lr and fitted.network.dim == spec.network.dim  # the rest as written
     text = "\n".join(notes)
-    assert "64 px (preset: 1024)" in text and "6 steps (preset: 28)" in text
+    assert "64 px (preset: 1024)" in text and "20 steps (preset: 28)" in text and "CFG 3 (preset: 7)" in text
     assert "AdamW instead of AdamW8bit" in text and "bitsandbytes" in text
 
 
@@ -68,7 +68,7 @@ def test_the_tiny_base_is_built_on_first_use(home, monkeypatch):
     monkeypatch.setattr("kohya_runner.tiny.build_tiny_base", lambda dest, family: made.append((dest, family)) or dest)
     spec = preset.resolve("tiny-demo", home).spec
     _, notes = adapt(home, spec)
-    assert made == [(home / "bases" / "tiny-sdxl", "sdxl")] and "built kr's tiny sdxl base" in notes[0]
+    assert made == [(workspace.tiny_base_dir(home, "sdxl"), "sdxl")] and "built kr's tiny sdxl base" in notes[0]
 
 
 def test_warmup_longer_than_the_run_is_a_warning(built, tmp_path):
