@@ -31,7 +31,7 @@ def demos(tmp_path_factory):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         if plain:
             text = result.stdout
-            runs[style] = json.loads(run_kr("runs", "show", "tiny-demo-0001", "--json", env=env).stdout)
+            runs[style] = json.loads(run_kr("runs", "show", "tiny-demo-0001", "--json", env=env).stdout)["run"]
         else:
             runs[style] = json.loads(result.stdout)
     return {"root": root, "env": env, "runs": runs, "text": text}

@@ -34,7 +34,7 @@ def test_shipped_style_preset_runs_on_the_tiny_base_with_a_name(home, images):
     config = (Path(rows[0]["run_dir"]) / "config.toml").read_text()
     prompts = (Path(rows[0]["run_dir"]) / "sample_prompts.txt").read_text()
     assert 'resolution = "64,64"' in config and 'mixed_precision = "no"' in config
-    assert "--w 64 --h 64" in prompts and "--s 6" in prompts
+    assert "--w 64 --h 64" in prompts and "--s 20" in prompts
     assert took < 240, f"the marker preset on the tiny base took {took:.0f} s"
 
 
