@@ -25,8 +25,9 @@ class TinyPipeline:
 def load_pipeline(base_dir, lora_path=None, multiplier: float = 1.0) -> TinyPipeline:
     """The tiny base at `base_dir` (family read from its kr_tiny.json) plus an optional LoRA."""
     from kohya_runner.tiny.base import read_marker
-    from kohya_runner.tiny.models import FAMILIES, load_base
+    from kohya_runner.tiny.models import FAMILIES, limit_threads, load_base
 
+    limit_threads()
     marker = read_marker(Path(base_dir))
     if marker is None:
         raise ValueError(f"{base_dir} is not a tiny base (no kr_tiny.json)")

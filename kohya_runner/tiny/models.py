@@ -18,6 +18,15 @@ logger = logging.getLogger(__name__)
 TOKEN_LENGTH = 77
 
 
+def limit_threads() -> None:
+    """One intra-op thread unless OMP_NUM_THREADS says otherwise: the tiny model's ops are too small
+    to gain from a second thread, and on a busy 2-core machine spinning OpenMP threads cost 10x."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str  # "sdxl" or "sd15"

@@ -23,7 +23,7 @@ import time
 from kohya_runner.tiny import logs
 from kohya_runner.tiny.args import non_default_options, parse_args
 from kohya_runner.tiny.dataset import TE_OUTPUTS_SUFFIX, build_dataset_group
-from kohya_runner.tiny.models import FAMILIES
+from kohya_runner.tiny.models import FAMILIES, limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,9 @@ NOT_HONOURED = [
 
 def main(family: str, argv: list[str] | None = None) -> None:
     logs.setup_logging()
-    _limit_threads()
+    limit_threads()
     args = parse_args(family, argv)
     train(args, family)
-
-
-def _limit_threads() -> None:
-    """One intra-op thread unless OMP_NUM_THREADS says otherwise: the tiny model's ops are too small
-    to gain from a second thread, and on a busy 2-core machine spinning OpenMP threads cost 10x."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------------
