@@ -114,7 +114,6 @@ def train_vae(out: Path, seed: int, steps: int, batch: int) -> Path:
 
 def _save_vae(vae, images, out: Path, seed: int, steps: int) -> Path:
     import torch
-    from safetensors.torch import save_file
 
     vae.eval()
     with torch.no_grad():
@@ -131,7 +130,6 @@ def _save_vae(vae, images, out: Path, seed: int, steps: int) -> Path:
 def load_family_vae(vae_path: Path, family: str):
     """The stage VAE with its latent rescaled so that latents x scaling_factor have unit spread."""
     import torch
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from .base import _vae
@@ -157,7 +155,6 @@ def train_family(family: str, vae_path: Path, out: Path, seed: int, steps: int, 
                  styled_share: float = STYLED_SHARE, init: Path | None = None) -> Path:
     import torch
 
-    from .base import FAMILIES as _  # noqa: F401  (validates the import path)
     from .base import _text_encoder, _unet
     from .models import FAMILIES, TinyModels
 
@@ -263,7 +260,6 @@ def _warmup_cosine(optimizer, steps: int, warmup: int = 50):
 def save_family(models, family: str, out: Path, seed: int, steps: int, vae_path: Path) -> Path:
     """Write the family's fp16 weights file and record its sha256 in the manifest."""
     import torch
-    from safetensors.torch import save_file
 
     parts = {"unet": models.unet, "vae": models.vae, "text_encoder": models.text_encoders[0]}
     if family == "sdxl":
@@ -276,10 +272,8 @@ def save_family(models, family: str, out: Path, seed: int, steps: int, vae_path:
     tmp = path.with_suffix(".tmp")
     _save_with_facts(state, tmp, {"family": family, "seed": seed, "steps": steps})
     tmp.replace(path)
-    import torch as _torch
-
     record_in_manifest(out, family, path, {"seed": seed, "steps": steps, "vae_steps": _vae_steps(vae_path),
-                                             "threads": _torch.get_num_threads(), "torch": _torch.__version__})
+                                             "threads": torch.get_num_threads(), "torch": torch.__version__})
     log(f"{family}: saved {path} after {steps} steps")
     return path
 
