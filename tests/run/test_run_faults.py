@@ -150,10 +150,7 @@ def test_ctrl_c_stops_and_the_newest_checkpoint_is_the_result(tmp_path, style_im
     # The stand-in pauses after saving epoch 2's checkpoint and says so (the gate file): Ctrl-C lands there
     # however fast or loaded the machine is, with no fixed delay to outrun.
     gate = tmp_path / "paused"
-    env = {**os.environ, "KR_FAULT": "ok", "KR_FAULT_PAUSE_AFTER_EPOCH": "2", "KR_FAULT_GATE": str(gate)}
-    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
-                           str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    kr = _start_paused_run(style_images, base_file, gate, pause_after_epoch=2)
     try:
         _wait_for_file(gate, kr)
         kr.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
@@ -176,10 +173,7 @@ def test_ctrl_c_as_the_trainer_starts_stops_it_too(tmp_path, style_images, base_
     # Ctrl-C in the moment between the trainer's start and kr following it: kr's handler is in place before
     # the launch, so the trainer is stopped (not left training unsupervised while kr exits 130).
     gate = tmp_path / "paused"
-    env = {**os.environ, "KR_FAULT": "ok", "KR_FAULT_PAUSE_AFTER_EPOCH": "1", "KR_FAULT_GATE": str(gate)}
-    kr = subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images), "--base",
-                           str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    kr = _start_paused_run(style_images, base_file, gate, pause_after_epoch=1)
     try:
         _wait_for_file(home / "runs", kr, pattern="*/trainer.log")  # created by the launch itself
         kr.send_signal(signal.SIGINT)
@@ -192,6 +186,15 @@ def test_ctrl_c_as_the_trainer_starts_stops_it_too(tmp_path, style_images, base_
     assert final["status"] == "stopped", final
     assert not (Path(final["run_dir"]) / "output" / "marker.safetensors").exists()
     assert not no_process_left(str(fault_checkout))
+
+
+def _start_paused_run(style_images, base_file, gate: Path, pause_after_epoch: int) -> subprocess.Popen:
+    """`kr run marker` (3 epochs) on the fault stand-in, which pauses after `pause_after_epoch` and says so in `gate`."""
+    env = {**os.environ, "KR_FAULT": "ok", "KR_FAULT_PAUSE_AFTER_EPOCH": str(pause_after_epoch),
+           "KR_FAULT_GATE": str(gate)}
+    return subprocess.Popen([sys.executable, "-m", "kohya_runner", "run", "marker", "--dataset", str(style_images),
+                             "--base", str(base_file), "training.epochs=3"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 300.0, pattern: str | None = None) -> None:
