@@ -73,7 +73,46 @@ CREATE TABLE IF NOT EXISTS sweeps (
     sweep_dir   TEXT NOT NULL,
     members     INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS sample_jobs (
+    job_id      TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    device      TEXT,
+    planned     INTEGER NOT NULL DEFAULT 0,
+    images      INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL NOT NULL,
+    finished_at REAL,
+    job_dir     TEXT NOT NULL,
+    message     TEXT
+);
+CREATE TABLE IF NOT EXISTS samples (
+    job_id       TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    column_key   TEXT NOT NULL,
+    checkpoint   TEXT,
+    strength     REAL,
+    kind         TEXT NOT NULL,
+    subject      TEXT,
+    text         TEXT NOT NULL,
+    seed         INTEGER NOT NULL,
+    prompt_index INTEGER,
+    seconds      REAL,
+    path         TEXT NOT NULL,
+    PRIMARY KEY (job_id, file)
+);
+CREATE INDEX IF NOT EXISTS samples_run ON samples(run_id);
+CREATE TABLE IF NOT EXISTS scores (
+    run_id      TEXT NOT NULL,
+    checkpoint  TEXT NOT NULL,
+    score       REAL,
+    parts       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (run_id, checkpoint)
+);
 """
+SAMPLE_COLUMNS = ("job_id", "run_id", "file", "column_key", "checkpoint", "strength", "kind", "subject", "text", "seed",
+                  "prompt_index", "seconds", "path")
 
 
 @dataclass
@@ -358,6 +397,44 @@ class Ledger:
     def delete(self, run_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    # -- post-hoc samples and scores (kohya_runner.sample, kohya_runner.score) ---------------------
+
+    def record_sample_job(self, values: dict[str, Any]) -> None:
+        keys = list(values)
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO sample_jobs ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
+                       tuple(values.values()))
+
+    def record_samples(self, rows: list[dict[str, Any]]) -> None:
+        with self._write() as db:
+            db.executemany(f"INSERT OR REPLACE INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
+                           f"({', '.join('?' for _ in SAMPLE_COLUMNS)})", [tuple(r[k] for k in SAMPLE_COLUMNS) for r in rows])
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        """Every post-hoc image of a run, oldest job first."""
+        rows = self._read(f"SELECT {', '.join('s.' + c for c in SAMPLE_COLUMNS)} FROM samples s "
+                          "JOIN sample_jobs j ON j.job_id = s.job_id WHERE s.run_id = ? ORDER BY j.created_at, s.file",
+                          (run_id,))
+        return [dict(zip(SAMPLE_COLUMNS, row)) for row in rows]
+
+    def sample_jobs(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        columns = ("job_id", "run_id", "status", "device", "planned", "images", "created_at", "finished_at", "job_dir",
+                   "message")
+        where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
+        return [dict(zip(columns, row)) for row in
+                self._read(f"SELECT {', '.join(columns)} FROM sample_jobs {where} ORDER BY created_at", params)]
+
+    def record_scores(self, run_id: str, scores: list[dict[str, Any]]) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
+            db.executemany("INSERT INTO scores (run_id, checkpoint, score, parts, created_at) VALUES (?, ?, ?, ?, ?)",
+                           [(run_id, s["checkpoint"], s.get("score"), json.dumps(s, sort_keys=True), time.time())
+                            for s in scores])
+
+    def scores(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(row[0]) for row in
+                self._read("SELECT parts FROM scores WHERE run_id = ? ORDER BY rowid", (run_id,))]
 
     # -- sweeps ----------------------------------------------------------------------------------
 
@@ -656,6 +733,8 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
                 db.execute(f"INSERT OR IGNORE INTO sweeps ({', '.join(known)}) VALUES ({', '.join('?' for _ in known)})",
                            tuple(known.values()))
                 sweeps += 1
+            for folder in _folders(home / "runs"):
+                _restore_evaluation(db, folder)
             for table, root in (("runs", home / "runs"), ("sweeps", home / "sweeps")):
                 _skip_used_numbers(db, table, root)
             db.execute("COMMIT")
@@ -672,6 +751,33 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{scratch}{suffix}").unlink(missing_ok=True)
     return Rebuilt(runs, sweeps, kept)
+
+
+def _restore_evaluation(db: sqlite3.Connection, run_dir: Path) -> None:
+    """A run folder's post-hoc sample jobs (posthoc/*/job.json) and scores (scores.json) back into the ledger."""
+    from .sample import rebuild_rows
+
+    for job in rebuild_rows(run_dir):
+        key = f"{job['run_id']}/{job['job_id']}"
+        db.execute("INSERT OR REPLACE INTO sample_jobs (job_id, run_id, status, device, planned, images, created_at, "
+                   "finished_at, job_dir, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (key, job["run_id"], job["status"], job.get("device"), job.get("planned", 0), job.get("images", 0),
+                    job.get("created_at") or 0.0, job.get("finished_at"), job["folder"], job.get("message")))
+        for cell in job.get("cells") or []:
+            if cell.get("done"):
+                values = {"job_id": key, "run_id": job["run_id"], "file": cell["file"], "column_key": cell["column"],
+                          "checkpoint": cell.get("checkpoint"), "strength": cell.get("strength"), "kind": cell["kind"],
+                          "subject": cell.get("subject"), "text": cell["text"], "seed": cell["seed"],
+                          "prompt_index": cell.get("prompt_index"), "seconds": cell.get("seconds"),
+                          "path": str(Path(job["folder"]) / cell["file"])}
+                db.execute(f"INSERT OR REPLACE INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
+                           f"({', '.join('?' for _ in SAMPLE_COLUMNS)})", tuple(values[k] for k in SAMPLE_COLUMNS))
+    scores = _read_json(runfolder.of(run_dir).scores)
+    if scores and isinstance(scores.get("checkpoints"), list):
+        for entry in scores["checkpoints"]:
+            db.execute("INSERT OR REPLACE INTO scores (run_id, checkpoint, score, parts, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (scores["run_id"], entry["checkpoint"], entry.get("score"), json.dumps(entry, sort_keys=True),
+                        scores.get("created_at") or 0.0))
 
 
 def _skip_used_numbers(db: sqlite3.Connection, table: str, root: Path) -> None:

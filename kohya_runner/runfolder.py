@@ -10,6 +10,8 @@
       logs/            the trainer's TensorBoard event files
       archive/         manifest.json, loss.csv, loss.png, the config snapshot (archive)
       report/          `kr report`'s sheet (report)
+      posthoc/<job>/   post-hoc sample jobs: job.json, prompts, generator logs, images (sample)
+      scores.json      per-checkpoint scores (score)
 
 Beside workspace.py, which lays out the workspace around the run folders.
 """
@@ -36,6 +38,9 @@ MANIFEST_FILE = "manifest.json"  # inside archive/
 LOSS_CSV = "loss.csv"  # inside archive/
 LOSS_PNG = "loss.png"  # inside archive/
 REPORT_DIR = "report"
+POSTHOC_DIR = "posthoc"
+JOB_FILE = "job.json"  # inside posthoc/<job>/
+SCORES_FILE = "scores.json"
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,14 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / REPORT_DIR
+
+    @property
+    def posthoc(self) -> Path:
+        return self.root / POSTHOC_DIR
+
+    @property
+    def scores(self) -> Path:
+        return self.root / SCORES_FILE
 
 
 def of(run_dir: str | Path) -> RunFolder:

@@ -49,3 +49,17 @@ def launch_for(backend: str, family: str, config_file: Path, run_dir: Path, home
     from . import sdscripts
 
     return sdscripts.launch(family, config_file, run_dir, home, gpus, mixed_precision)
+
+
+def generator_for(backend: str, home: Path, gpus: list[int] | None) -> Launch:
+    """How to start the backend's image generator (sd-scripts' gen_img.py, or the tiny one with the same
+    arguments); the caller appends kohya_runner.sdscripts.gen_img.arguments(...) and sets cwd."""
+    if backend == "tiny":
+        import sys
+
+        return Launch("tiny", [sys.executable, "-m", "kohya_runner.tiny.gen_img"], Path("."), trainer_env(gpus))
+    from ..sdscripts.gen_img import SCRIPT
+    from . import sdscripts
+
+    checkout, python = sdscripts.require(home, SCRIPT)
+    return Launch("sd-scripts", [python, str(checkout / SCRIPT)], Path("."), trainer_env(gpus))

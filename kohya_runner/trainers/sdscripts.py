@@ -46,20 +46,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(family: str, config_file: Path, run_dir: Path, home: Path, gpus: list[int | None],
-           mixed_precision: str) -> Launch:
+def require(home: Path, script_name: str) -> tuple[Path, str]:
+    """(checkout, python) with `script_name` in the checkout; BadInput naming the fix when not."""
     checkout, python = locate(home)
     if checkout is None:
         raise BadInput("sd-scripts is not installed. Fix: `kr vendor install --from /path/to/sd-scripts` "
                        "(a checkout or tarball of commit 48d368f), or set KR_SD_SCRIPTS to a checkout; "
                        "`--base tiny` runs kr's built-in tiny trainer instead")
-    script = checkout / f"{script_for(family)}.py"
+    script = checkout / script_name
     if not script.is_file():
         raise BadInput(f"{script} does not exist, so {checkout} is not a complete sd-scripts checkout. Fix: "
                        "`kr vendor verify` names what is missing; reinstall with `kr vendor install --from ... --force`")
     if python is None:
         raise BadInput(f"no Python environment for sd-scripts at {checkout}. Fix: `kr vendor env` creates one, "
                        "or set KR_SD_PYTHON to the python of the venv where sd-scripts' requirements are installed")
+    return checkout, python
+
+
+def launch(family: str, config_file: Path, run_dir: Path, home: Path, gpus: list[int | None],
+           mixed_precision: str) -> Launch:
+    checkout, python = require(home, f"{script_for(family)}.py")
     if gpus and len(gpus) > 1:
         argv = multi_gpu_command(family, config_file, checkout, python, gpus, mixed_precision)
     else:

@@ -1,0 +1,30 @@
+"""Reading post-hoc images back: from the ledger (the reports), or from the run folder (a rebuild)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import runfolder
+
+
+def images(ledger, run_id: str) -> list[dict[str, Any]]:
+    """Every post-hoc image of a run whose file is still there, oldest job first (a newer image of the
+    same cell wins when the caller keys them)."""
+    return [row for row in ledger.samples(run_id) if Path(row["path"]).is_file()]
+
+
+def rebuild_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The job.json files of a run folder, oldest first, for ledger.rebuild."""
+    jobs = []
+    root = runfolder.of(run_dir).posthoc
+    for path in sorted(root.glob(f"sample-*/{runfolder.JOB_FILE}")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("schema", "").startswith("kr.sample-job/"):
+            data["folder"] = str(path.parent)  # the folder may have moved with the workspace
+            jobs.append(data)
+    return jobs
