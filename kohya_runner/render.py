@@ -24,7 +24,7 @@ from .runfolder import CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE
 from .sdscripts import options, prompts
 from .sdscripts.dataset_config import check_dataset_config, dataset_config
 from .sdscripts.training_args import Entry, RenderPaths, TrainingArgs, training_args
-from .spec import Problem, Spec, SpecError, sample_prompts
+from .spec import Problem, Spec, SpecError, training_prompts
 
 RENDERED_FILES = (CONFIG_FILE, DATASET_FILE, PROMPTS_FILE, SPEC_FILE)
 
@@ -305,7 +305,7 @@ def render_texts(spec: Spec, paths: RenderPaths) -> tuple[TrainingArgs, dict[str
     args = training_args(spec, paths)
     check_args(spec, args)
     dataset_doc = dataset_config(spec, paths)
-    samples = sample_prompts(spec)
+    samples = training_prompts(spec)
     prompt_lines = prompts.sample_prompt_lines(spec, samples)
     try:
         texts = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -54,6 +55,7 @@ class Sample:
     path: Path
     name: outputs.SampleName
     mtime: float
+    seconds: float | None = None  # post-hoc: its generation time
 
 
 @dataclass
@@ -66,9 +68,13 @@ class Column:
     loss: float | None = None
     best: bool = False
     seconds: float | None = None  # ≈ time this sampling round took
+    strength: float | None = 1.0  # the LoRA strength (None: the base column)
+    posthoc: bool = False  # made after training by `kr sample`
+    seconds_per_image: float | None = None  # post-hoc generation time per image (inference time)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("key", "kind", "number", "label", "checkpoint", "loss", "best", "seconds")}
+        return {k: getattr(self, k) for k in ("key", "kind", "number", "label", "checkpoint", "loss", "best", "seconds",
+                                               "strength", "posthoc", "seconds_per_image")}
 
 
 @dataclass
@@ -155,6 +161,12 @@ def round_seconds(samples: list[Sample]) -> float | None:
     return spread * len(times) / (len(times) - 1)
 
 
+def posthoc_images(ledger, run_id: str) -> list[dict[str, Any]]:
+    from .sample import images
+
+    return images(ledger, run_id)
+
+
 # ----------------------------------------------------------------------------------------------
 # A run, loaded once for the reports.
 
@@ -178,7 +190,53 @@ class RunData:
         return self.row.run_id
 
 
-def load_run(row) -> RunData:
+def add_posthoc(samples: dict[tuple[str, int], Sample], columns: list[Column], rows: list[Row],
+                images: list[dict[str, Any]], epochs_total: int | None) -> None:
+    """Post-hoc images (kohya_runner.sample) into the grid: the base into the base column, strength 1 into
+    the checkpoint's own column (over the in-training image of that cell), other strengths into columns of
+    their own beside it; prompts the spec does not list (extra subjects or seeds) become rows of their own."""
+    by_key = {c.key: c for c in columns}
+    row_of = {(r.kind, r.text, r.seed): r.index for r in rows}
+    times: dict[str, list[float]] = {}
+    for image in images:
+        strength = image["strength"]
+        if image["column_key"] == "base":
+            kind, number, key = "epoch", 0, "e000000"
+        else:
+            kind = "step" if image["column_key"].startswith("s") else "epoch"
+            number = int(image["column_key"][1:]) if image["column_key"][1:].isdigit() else (epochs_total or 0)
+            key = column_key(kind, number) + ("" if strength == 1.0 else f"@{strength:g}")
+        if key not in by_key:
+            label = "base model" if number == 0 and kind == "epoch" else f"{kind} {number}"
+            column = Column(key, "base" if label == "base model" else kind, number,
+                            label + ("" if strength in (None, 1.0) else f" · strength {strength:g}"))
+            column.strength = strength
+            by_key[key] = column
+            columns.append(column)
+        by_key[key].posthoc = True
+        identity = (image["kind"], image["text"], image["seed"])
+        if identity not in row_of:
+            index = 10_000 + len(row_of)
+            row_of[identity] = index
+            rows.append(Row(index, 20_000 + index, image["subject"] or image["text"], image["kind"], image["text"],
+                            image["seed"]))
+        name = outputs.SampleName(kind, number, row_of[identity], time.strftime("%Y%m%d%H%M%S"), image["seed"])
+        path = Path(image["path"])
+        samples[(key, row_of[identity])] = Sample(path, name, path.stat().st_mtime, image["seconds"])
+        if image["seconds"] is not None:
+            times.setdefault(key, []).append(image["seconds"])
+    for key, values in times.items():
+        by_key[key].seconds_per_image = sum(values) / len(values)
+    columns.sort(key=lambda c: (c.kind != "base", c.kind == "step", c.number,
+                                -math.inf if c.strength is None else c.strength))
+    subjects = {}
+    for r in rows:
+        subjects.setdefault(r.subject, r.subject_index)
+    order = {kind: n for n, kind in enumerate(dict.fromkeys(r.kind for r in rows))}
+    rows.sort(key=lambda r: (subjects[r.subject], order.get(r.kind, 99), r.seed or 0, r.index))
+
+
+def load_run(row, posthoc: list[dict[str, Any]] | None = None) -> RunData:
     from .run import load_spec
 
     run_dir = Path(row.run_dir)
@@ -193,20 +251,27 @@ def load_run(row) -> RunData:
     samples = scan_samples(run_dir, spec.output_name)
     columns = columns_for(samples)
     rows = rows_for(spec, {index for _, index in samples})
+    if posthoc:
+        add_posthoc(samples, columns, rows, posthoc, epochs_total)
     chosen = best(checkpoints)
     by_epoch = {c.epoch: c for c in checkpoints if c.kind != "step" and c.epoch is not None}
     by_step = {c.step: c for c in checkpoints if c.step is not None}
     for column in columns:
+        if column.kind == "base":
+            column.strength = None
         checkpoint = by_epoch.get(column.number) if column.kind == "epoch" else by_step.get(column.number) \
             if column.kind == "step" else None
         if checkpoint is not None:
             column.checkpoint, column.loss = checkpoint.file.name, checkpoint.loss
+            if checkpoint.kind == "final" and "(final)" not in column.label:
+                column.label = column.label.replace(f"epoch {column.number}", f"epoch {column.number} (final)", 1)
             column.best = chosen is not None and checkpoint.file == chosen.file
         elif column.kind == "epoch":
             column.loss = losses.epoch.get(column.number)
         elif column.kind == "step":
             column.loss = losses.step.get(column.number)
-        column.seconds = round_seconds([s for (key, _), s in samples.items() if key == column.key])
+        if not column.posthoc:
+            column.seconds = round_seconds([s for (key, _), s in samples.items() if key == column.key])
     return RunData(row, run_dir, spec, archive.read_manifest(run_dir), losses, samples, columns, rows,
                    checkpoints, criterion, chosen)
 
@@ -235,6 +300,9 @@ def run_timings(data: RunData) -> dict[str, Any]:
     out["seconds_per_sample_round"] = sum(timed.values()) / len(timed) if timed else None
     images = sum(1 for key, _ in data.samples if key in timed)
     out["seconds_per_sample_image"] = sum(timed.values()) / images if images else None
+    # post-hoc generation time per image: the base model, and each checkpoint at each strength
+    out["inference_seconds_per_image"] = {c.label: round(c.seconds_per_image, 4) for c in data.columns
+                                          if c.seconds_per_image is not None}
     return out
 
 
@@ -246,6 +314,8 @@ def timing_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
             ("time per sample round (≈, from the sample files' times)", _duration(t.get("seconds_per_sample_round"))),
             ("time per sample image (≈)", _duration(t.get("seconds_per_sample_image")))]
     rows += [(f"sample round: {label}", _duration(seconds)) for label, seconds in (t.get("sample_rounds") or {}).items()]
+    rows += [(f"inference per image (post hoc): {label}", f"{seconds:.2f} s")
+             for label, seconds in (t.get("inference_seconds_per_image") or {}).items()]
     return rows
 
 
@@ -383,8 +453,9 @@ def run_report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     from .ledger import open_ledger
 
     started = time.perf_counter()
-    row = open_ledger(home).find(ref)
-    data = load_run(row)
+    ledger = open_ledger(home)
+    row = ledger.find(ref)
+    data = load_run(row, posthoc_images(ledger, row.run_id))
     out = Path(out) if out is not None else runfolder.of(data.run_dir).report
     return _staged(out, started, lambda stage: _run_report(home, data, stage))
 
@@ -538,7 +609,7 @@ def compare_report(home: Path, refs: list[str], out: Path | None = None, *, titl
     runs = []
     for row in rows:
         try:
-            runs.append(load_run(row))
+            runs.append(load_run(row, posthoc_images(ledger, row.run_id)))
         except BadInput:
             if sweep is None:
                 raise
@@ -568,8 +639,9 @@ def sweep_report(home: Path, sweep_id: str, out: Path | None = None) -> dict[str
 
 
 def _final_column(data: RunData) -> Column | None:
-    trained = [c for c in data.columns if c.kind != "base"]
-    return trained[-1] if trained else None
+    """The newest checkpoint's column at full strength (post hoc or from training)."""
+    trained = [c for c in data.columns if c.kind != "base" and c.strength == 1.0]
+    return max(trained, key=lambda c: (c.kind == "epoch", c.number)) if trained else None
 
 
 def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> dict[str, Any]:

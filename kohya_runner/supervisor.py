@@ -103,9 +103,21 @@ class Supervisor:
         # `kr runs stop` may have signalled the group before this loop saw its request in the ledger.
         stopped = self.stop_requested or bool(self._ledger(lambda ledger: ledger.get(self.row.run_id).stop_requested))
         with plots_in_background():  # loss.png does not hold up the ledger and the summary
-            return run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
-                                    diverged=self.diverged, spec=self.spec, resources=self.resources,
-                                    inputs=self.archive_inputs.result(), row=self.row)
+            row = run_mod.finalize(self.home, self.row.run_id, self.progress, returncode, stop_requested=stopped,
+                                   diverged=self.diverged, spec=self.spec, resources=self.resources,
+                                   inputs=self.archive_inputs.result(), row=self.row)
+        if row.status == "succeeded" and not self.stop_requested:
+            self._after_training()
+        return row
+
+    def _after_training(self) -> None:
+        """Post-hoc samples (spec.evaluation.after_training); a stop request ends them, keeping what was made."""
+        from .sample import after_training
+
+        try:
+            after_training(self.home, self.row.run_id, say=lambda line: print(f"kr: {line}", flush=True))
+        except KeyboardInterrupt:
+            print("kr: post-hoc sampling stopped; the images made so far are kept", flush=True)
 
     def _ledger(self, use: Callable[[Ledger], T]) -> T | None:
         """`use(ledger)`, or None when the ledger cannot be used now (deleted and not yet rebuilt, damaged,

@@ -6,9 +6,10 @@ base model as a column, made by the trainer's own generator (sd-scripts' gen_img
     images(home, "marker-0003")              # every post-hoc image of the run, for the reports
 """
 
+from ._after import after_training
 from ._job import Job, prepare, record_in_ledger, run
 from ._plan import BASE, KINDS, Cell, Request, column_key, parse_strengths
 from ._store import images, rebuild_rows
 
-__all__ = ["BASE", "KINDS", "Cell", "Job", "Request", "column_key", "images", "parse_strengths", "prepare",
+__all__ = ["BASE", "after_training", "KINDS", "Cell", "Job", "Request", "column_key", "images", "parse_strengths", "prepare",
            "rebuild_rows", "record_in_ledger", "run"]

@@ -26,7 +26,7 @@ from .model import (ArgValue, DatasetSpec, Family, GuardSpec, Group, LoggingSpec
                     NetworkSpec, OptimizerSpec, PrecisionSpec, PrivacySpec, SamplingSpec, SavingSpec,
                     SchedulerSpec, Spec, TrainingSpec, is_group)
 from .overrides import Override, annotation_at, coerce_value, describe, leaf_paths, parse_override
-from .prompts import SamplePrompt, render_prompt, sample_prompts
+from .prompts import SamplePrompt, render_prompt, sample_prompts, training_prompts
 from .rules import cross_field_problems
 
 __all__ = [
@@ -36,5 +36,5 @@ __all__ = [
     "PrivacySpec", "Problem", "SamplePrompt", "SamplingSpec", "SavingSpec", "SchedulerSpec", "Spec", "SpecError",
     "TrainingSpec", "annotation_at", "build_spec", "coerce_value", "cross_field_problems", "describe", "diff",
     "file_name_problem", "flatten", "is_group", "leaf_paths", "parse_override", "problems_from_validation",
-    "render_prompt", "sample_prompts", "show_value",
+    "render_prompt", "sample_prompts", "show_value", "training_prompts",
 ]

@@ -39,6 +39,16 @@ def sample_prompts(spec: Spec) -> list[SamplePrompt]:
     return prompts
 
 
+def training_prompts(spec: Spec) -> list[SamplePrompt]:
+    """The lines sampled during training: every prompt, or with sampling.during_training = N only the first N
+    subjects with the trigger (lines 0..N-1, the same indices as in the full list, so grids line up)."""
+    prompts = sample_prompts(spec)
+    limit = spec.sampling.during_training
+    if limit is None:
+        return prompts
+    return [p for p in prompts if p.kind == "trigger" and p.subject_index < limit]
+
+
 def template_field(spec: Spec, kind: str) -> tuple[str, str]:
     """The spec field holding the template of a prompt form, and that template."""
     s = spec.sampling
