@@ -296,6 +296,10 @@ class SamplingSpec(Group):
                                       "filled in")
     variants: list[str] = Field(default_factory=list, description="reworded templates, one more prompt per subject "
                                 "each, for prompt sensitivity")
+    during_training: int | None = Field(None, ge=1, le=1000, description="sample only the first N subjects, with the "
+                                        "trigger, during training (a quick sanity check that keeps the loop lean); "
+                                        "none: every prompt in every form. The full grid is made after training "
+                                        "(evaluation.after_training)")
 
     _lines = field_validator("template", "negative_prompt", "untriggered_template")(single_line)
     _marker = field_validator("template", "negative_prompt", "untriggered_template")(no_option_marker)
@@ -370,6 +374,25 @@ class PrivacySpec(Group):
     _lines = field_validator("training_comment")(single_line)
 
 
+class EvaluationSpec(Group):
+    after_training: Literal["off", "missing", "grid"] = Field(
+        "missing", description="images made after training by kr's post-hoc sampler: 'missing' samples the final "
+        "checkpoint when the sampling cadence missed it; 'grid' samples the base and the final checkpoint on every "
+        "prompt form at evaluation.strengths and scores the checkpoints; 'off' nothing")
+    strengths: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=12, description="LoRA "
+                                   "strengths of the post-hoc grid, e.g. [0.5, 0.75, 1.0]")
+    batch_size: int = Field(4, ge=1, le=64, description="images per batch of the post-hoc generator "
+                            "(gen_img.py --batch_size)")
+
+    @field_validator("strengths")
+    @classmethod
+    def _strengths(cls, value: list[float]) -> list[float]:
+        for strength in value:
+            if not -4.0 <= strength <= 4.0:
+                raise ValueError(f"strength {strength:g} is outside -4..4 (LoRA strengths are usually 0.3–1.2)")
+        return list(dict.fromkeys(value))
+
+
 class Spec(Group):
     name: str = Field("lora", description="the run name (--name; default: the preset's), one plain file name: "
                       "run ids and, unless saving.output_name is set, the LoRA files are named after it")
@@ -381,6 +404,7 @@ class Spec(Group):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     precision: PrecisionSpec = Field(default_factory=PrecisionSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     saving: SavingSpec = Field(default_factory=SavingSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
