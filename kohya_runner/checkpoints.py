@@ -144,15 +144,24 @@ class Choice:
     how: str  # "best" | "epoch" | "step" | "result"
     criterion: str
     checkpoints: list[Checkpoint]
+    by: str = "loss"  # what "best" went by: "score" | "loss"
+    reason: str = ""
+    scores: dict[str, dict] | None = None  # checkpoint file name → its score parts
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "how": self.how, "criterion": self.criterion,
-                "chosen": self.checkpoint.to_json(), "checkpoints": [c.to_json() for c in self.checkpoints]}
+        scores = self.scores or {}
+        return {"run_id": self.run_id, "how": self.how, "by": self.by, "reason": self.reason,
+                "criterion": self.criterion, "chosen": self.checkpoint.to_json(),
+                "checkpoints": [dict(c.to_json(), score=scores.get(c.file.name)) for c in self.checkpoints]}
+
+
+BY = ("score", "loss")
 
 
 def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
-           best_loss: bool = False) -> Choice:
-    """The checkpoint the user names (--epoch/--step), the lowest-loss one (--best), or the run's result."""
+           best_loss: bool = False, by: str = "loss", say=None) -> Choice:
+    """The checkpoint the user names (--epoch/--step), the best one (--best: by score, scoring the run
+    first if it has none, or by the lowest loss), or the run's result."""
     from .ledger import open_ledger
     from .run import load_spec
 
@@ -179,17 +188,49 @@ def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None =
         if not match:
             raise BadInput(f"run {row.run_id} saved no checkpoint at step {step}. Fix: pick one it saved: {saved}")
         return Choice(row.run_id, match[0], "step", tag, found)
+    if best_loss and by == "score":
+        return _best_by_score(home, row, found, tag, say)
     if best_loss:
         chosen = best(found)
         if chosen is None:
             raise BadInput(f"run {row.run_id} has no logged loss for its checkpoints ({tag}), so none is best. "
                            "Fix: choose one with --epoch N or --step N")
-        return Choice(row.run_id, chosen, "best", tag, found)
+        return Choice(row.run_id, chosen, "best", tag, found, "loss",
+                      f"lowest {tag} at saving (a training loss says little about a style LoRA; --by score weighs "
+                      "style, fit and trigger selectivity)")
+    scores = _recorded_scores(home, row.run_id)
     result = Path(row.result_path) if row.result_path else None
     chosen = next((c for c in found if result is not None and c.file == result), None)
     if chosen is None:
         chosen = next((c for c in found if c.kind == "final"), found[-1])
-    return Choice(row.run_id, chosen, "result", tag, found)
+    return Choice(row.run_id, chosen, "result", tag, found, scores=scores or None)
+
+
+def _recorded_scores(home: Path, run_id: str) -> dict[str, dict]:
+    from .score import recorded
+
+    return {s["checkpoint"]: s for s in recorded(home, run_id)}
+
+
+def _best_by_score(home: Path, row, found: list[Checkpoint], tag: str, say) -> Choice:
+    """The highest score, scoring the run first when it has none recorded for these checkpoints."""
+    from .score import REASON, score_run
+
+    scores = _recorded_scores(home, row.run_id)
+    if not all(c.file.name in scores for c in found):
+        if row.active:
+            raise BadInput(f"{row.run_id} is still {row.status}; scores compare its finished checkpoints. "
+                           "Fix: wait for it, or --by loss")
+        if say:
+            say(f"scoring {row.run_id}'s {len(found)} checkpoint(s) first (kr score {row.run_id})")
+        score_run(home, row.run_id, say=say or (lambda _: None))
+        scores = _recorded_scores(home, row.run_id)
+    scored = [c for c in found if (scores.get(c.file.name) or {}).get("score") is not None]
+    if not scored:
+        raise BadInput(f"none of {row.run_id}'s checkpoints could be scored (no samples or probe results). "
+                       "Fix: --by loss, or `kr score {row.run_id}` to see why")
+    chosen = max(scored, key=lambda c: (scores[c.file.name]["score"], c.kind == "final", c.step or 0))
+    return Choice(row.run_id, chosen, "best", tag, found, "score", REASON, scores)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,12 +250,16 @@ def clean_name(name: str) -> str:
 
 def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: int | None = None,
             best_loss: bool = False, policy: str | None = None, name: str | None = None,
-            force: bool = False) -> dict[str, Any]:
+            force: bool = False, by: str = "score", say=None) -> dict[str, Any]:
     """Copy the chosen checkpoint to `out/NAME.safetensors`, its header rewritten per `policy`."""
     from .ledger import open_ledger
     from .run import load_spec
 
-    choice = choose(home, ref, epoch=epoch, step=step, best_loss=best_loss)
+    if policy is not None and policy not in POLICIES:
+        raise BadInput(f"--policy {policy!r} is not a metadata policy. Fix: use one of {', '.join(POLICIES)}")
+    if name is not None:
+        clean_name(name)  # checked before a choice by score, which may sample and probe first
+    choice = choose(home, ref, epoch=epoch, step=step, best_loss=best_loss, by=by, say=say)
     row = open_ledger(home).get(choice.run_id)
     if row.active and choice.checkpoint.kind == "final":
         raise BadInput(f"{row.run_id} is still {row.status}. Fix: wait for it to finish, or name a saved epoch")

@@ -26,6 +26,7 @@ COMMANDS = {
     "report": ("kohya_runner.cli.report:report", "kr report marker-0003   (or a sweep id)"),
     "run": ("kohya_runner.cli.run:run", "kr run marker --dataset ./imgs --base sdxl.safetensors"),
     "runs": ("kohya_runner.cli.runs:runs", "kr runs ls --status running"),
+    "score": ("kohya_runner.cli.score:score", "kr score marker-0003 --max-images 8"),
     "sample": ("kohya_runner.cli.sample:sample", "kr sample marker-0003 --checkpoints all --strength 0.5,1.0"),
     "sweep": ("kohya_runner.cli.sweep:sweep", "kr sweep marker --grid optimizer.lr=1e-4,3e-4 --seeds 1,2 --dry-run"),
     "vendor": ("kohya_runner.cli.vendor:vendor", "kr vendor install --from ./sd-scripts-48d368f.tar.gz"),

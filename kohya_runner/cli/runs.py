@@ -231,28 +231,45 @@ def resume(ctx, ref, detach, as_json):
     execute(root, spec, options, detach=detach, as_json=as_json, skip_check=True)
 
 
-@runs.command("best", epilog="\b\nExamples:\n  kr runs best marker-0003\n  kr runs best marker-0003 --epoch 8 --json\n"
+@runs.command("best", epilog="\b\nExamples:\n  kr runs best marker-0003              by score (scores the run first if needed)\n"
+              "  kr runs best marker-0003 --by loss\n  kr runs best marker-0003 --epoch 8 --json\n"
               "  kr release marker-0003 --best -o ~/deliveries     (then copy it out)")
 @click.argument("ref")
-@click.option("--epoch", type=click.IntRange(min=0), help="Show this epoch's checkpoint instead of the lowest-loss one.")
+@click.option("--by", type=click.Choice(["score", "loss"]), default="score", show_default=True,
+              help="score: style, fit and trigger selectivity (kr score); loss: the lowest loss at saving.")
+@click.option("--epoch", type=click.IntRange(min=0), help="Show this epoch's checkpoint instead of the best one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def best(ctx, ref, epoch, as_json):
-    """A run's saved checkpoints with their loss at saving; the lowest (validation) loss is the best."""
+def best(ctx, ref, by, epoch, as_json):
+    """A run's saved checkpoints with their scores and losses; the best by score (default) or by loss."""
     from ..checkpoints import choose
 
     root, _ = recorded_ledger(ctx)
-    choice = choose(root, ref, epoch=epoch, best_loss=epoch is None)
+    say = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    choice = choose(root, ref, epoch=epoch, best_loss=epoch is None, by=by, say=say)
     if as_json:
         print_json(choice.to_json(), schema="runs-best")
         return
     count = len(choice.checkpoints)
     click.echo(f"{choice.run_id}: {count} checkpoint{'s' if count != 1 else ''}, loss = {choice.criterion} at saving")
     mark = "← best" if choice.how == "best" else "← chosen"
-    click.echo(text_table([(c.label, MISSING if c.step is None else str(c.step), MISSING if c.loss is None else f"{c.loss:.4f}",
-                            c.file.name, mark if c.file == choice.checkpoint.file else "") for c in choice.checkpoints],
-                          ("CHECKPOINT", "STEP", "LOSS", "FILE", "")))
-    flag = "--best" if choice.how == "best" else f"--epoch {epoch}"
+    scores = choice.scores or {}
+
+    def part(c, key, fmt):
+        value = (scores.get(c.file.name) or {}).get(key)
+        return MISSING if value is None else fmt.format(value)
+
+    click.echo(text_table([(c.label, MISSING if c.step is None else str(c.step), part(c, "score", "{:.1f}"),
+                            part(c, "style", "{:.2f}"), part(c, "fit", "{:.2f}"), part(c, "selectivity", "{:.2f}"),
+                            MISSING if c.loss is None else f"{c.loss:.4f}", c.file.name,
+                            mark if c.file == choice.checkpoint.file else "") for c in choice.checkpoints],
+                          ("CHECKPOINT", "STEP", "SCORE", "STYLE", "FIT", "SELECT", "LOSS", "FILE", "")))
+    if choice.how == "best":
+        click.echo(f"best by {choice.by}: {choice.reason}")
+    copying = [c.label for c in choice.checkpoints if (scores.get(c.file.name) or {}).get("copying")]
+    if copying:
+        click.echo(f"warning: {', '.join(copying)} fit the training images much better than held-out ones (copying)")
+    flag = f"--best --by {choice.by}" if choice.how == "best" else f"--epoch {epoch}"
     click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")
 
 

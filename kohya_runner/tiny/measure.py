@@ -17,12 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..imagestats import (LOOK_NAMES, STAT_NAMES, _array, background_colour, look_vector, mean_stats, palette,
+                          style_distance, style_stats)
 from .world import COLOURS
 
 # fill ratio (blob area / bounding-box area) of each measurable shape, drawn flat at 64 px
 SHAPE_FILL = {"square": 0.95, "circle": 0.78, "triangle": 0.50, "star": 0.38}
 FOREGROUND_DISTANCE = 60  # RGB distance from the background colour that makes a pixel "object"
-STAT_NAMES = ("edges", "dark", "saturation", "lightness")
+
+# the look statistics live in kohya_runner.imagestats (the scores use them too); still importable from here
+__all__ = ["LOOK_NAMES", "STAT_NAMES", "Blob", "background_colour", "largest_blob", "look_vector", "mean_stats",
+           "palette", "style_direction", "style_distance", "style_progress", "style_stats"]
 
 
 @dataclass(frozen=True)
@@ -31,20 +36,6 @@ class Blob:
     shape: str  # nearest of SHAPE_FILL by fill ratio
     fill_ratio: float
     area: float  # share of the image
-
-
-def _array(image):
-    import numpy as np
-
-    return np.asarray(image.convert("RGB"), dtype=np.float32)
-
-
-def background_colour(pixels):
-    """The median colour of the image's one-pixel border."""
-    import numpy as np
-
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return np.median(border, axis=0)
 
 
 def largest_blob(image, min_area: float = 0.01) -> Blob | None:
@@ -96,62 +87,6 @@ def _largest_component(mask):
         if size > best_size:
             best, best_size = current, size
     return None if best is None else labels == best
-
-
-def style_stats(image) -> dict[str, float]:
-    """Edge density, dark-ink fraction, mean saturation and mean lightness of one image (0..1 each)."""
-    import numpy as np
-
-    pixels = _array(image) / 255.0
-    luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    gradient = np.hypot(np.diff(luma, axis=0)[:, :-1], np.diff(luma, axis=1)[:-1, :])
-    high, low = pixels.max(axis=2), pixels.min(axis=2)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    return {"edges": float((gradient > 0.16).mean()), "dark": float((luma < 0.3).mean()),
-            "saturation": float(saturation.mean()), "lightness": float(luma.mean())}
-
-
-def mean_stats(images) -> dict[str, float]:
-    import numpy as np
-
-    rows = [style_stats(image) for image in images]
-    return {name: float(np.mean([row[name] for row in rows])) for name in STAT_NAMES}
-
-
-def palette(images, levels: int = 4):
-    """A normalised colour histogram (levels^3 bins) over all pixels of the images."""
-    import numpy as np
-
-    counts = np.zeros(levels ** 3)
-    for image in images:
-        bins = np.minimum((_array(image) / 256 * levels).astype(int), levels - 1)
-        index = (bins[..., 0] * levels + bins[..., 1]) * levels + bins[..., 2]
-        counts += np.bincount(index.ravel(), minlength=levels ** 3)
-    return counts / counts.sum()
-
-
-def style_distance(images_a, images_b) -> float:
-    """Distance of two image groups: the statistics' mean gap plus half the palettes' L1 distance."""
-    import numpy as np
-
-    a, b = mean_stats(images_a), mean_stats(images_b)
-    stats_gap = float(np.mean([abs(a[name] - b[name]) for name in STAT_NAMES]))
-    return stats_gap + 0.5 * float(np.abs(palette(images_a) - palette(images_b)).sum()) / 2
-
-
-LOOK_NAMES = STAT_NAMES + ("paper_r", "paper_g", "paper_b")
-
-
-def look_vector(images):
-    """The mean of `style_stats` plus the background colour (0..1 per channel) over images."""
-    import numpy as np
-
-    rows = []
-    for image in images:
-        stats = style_stats(image)
-        paper = background_colour(_array(image)) / 255.0
-        rows.append([stats[name] for name in STAT_NAMES] + [float(c) for c in paper])
-    return np.mean(np.array(rows, dtype=np.float64), axis=0)
 
 
 def style_progress(before, after, plain, styled) -> float:

@@ -63,3 +63,17 @@ def generator_for(backend: str, home: Path, gpus: list[int] | None) -> Launch:
 
     checkout, python = sdscripts.require(home, SCRIPT)
     return Launch("sd-scripts", [python, str(checkout / SCRIPT)], Path("."), trainer_env(gpus))
+
+
+def scorer_for(backend: str, home: Path, gpus: list[int] | None) -> Launch:
+    """How to start the backend's score probe (kohya_runner.score): `<argv> JOB.json OUT.json`, in the
+    trainer's own environment, with sd-scripts' own model loading and network code (or the tiny ones)."""
+    if backend == "tiny":
+        import sys
+
+        return Launch("tiny", [sys.executable, "-m", "kohya_runner.tiny.score"], Path("."), trainer_env(gpus))
+    from . import sdscripts
+
+    checkout, python = sdscripts.require(home, "train_network.py")
+    probe = Path(__file__).resolve().parent.parent / "sdscripts" / "score_probe.py"
+    return Launch("sd-scripts", [python, str(probe)], checkout, trainer_env(gpus))
