@@ -276,8 +276,11 @@ def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: 
     dest = out / f"{stem}.safetensors"
     if dest.exists() and dest.resolve() == choice.checkpoint.file.resolve():
         raise BadInput(f"{dest} is the run's own checkpoint; kr never rewrites a run's files. Fix: another -o or --name")
-    if dest.exists() and not force:
-        raise BadInput(f"{dest} already exists; kr does not overwrite. Fix: --name another name, another -o, or --force")
+    from .card import card_paths
+
+    taken = [p for p in [dest, *card_paths(out, stem)] if p.exists()]
+    if taken and not force:
+        raise BadInput(f"{taken[0]} already exists; kr does not overwrite. Fix: --name another name, another -o, or --force")
     tmp = out / f".{dest.name}.kr-release-{os.getpid()}.tmp"
     try:
         applied = _apply_policy(choice.checkpoint.file, tmp, policy, title=stem)
@@ -288,6 +291,14 @@ def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: 
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # a delivery, not a private temp file
+        result = {"run_id": row.run_id, "source": str(choice.checkpoint.file), "checkpoint": choice.checkpoint.to_json(),
+                  "how": choice.how, "by": choice.by if choice.how == "best" else None, "reason": choice.reason or None,
+                  "criterion": choice.criterion, "file": str(dest), "policy": policy, "sha256": written.sha256,
+                  "size": written.size, "metadata_keys": sorted(written.metadata), "policy_result": applied}
+        from . import card
+
+        # the card first: a release without its card is not delivered
+        result["card"] = card.write(home, row, spec, choice, result, policy, out, stem)
         if force:
             os.replace(tmp, dest)
         else:
@@ -296,10 +307,7 @@ def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: 
         raise BadInput(f"{dest} already exists; kr does not overwrite. Fix: --name another name or --force") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return {"run_id": row.run_id, "source": str(choice.checkpoint.file), "checkpoint": choice.checkpoint.to_json(),
-            "how": choice.how, "criterion": choice.criterion, "file": str(dest), "policy": policy,
-            "sha256": written.sha256, "size": written.size, "metadata_keys": sorted(written.metadata),
-            "policy_result": applied}
+    return result
 
 
 def _apply_policy(src: Path, dest: Path, policy: str, *, title: str) -> dict:
