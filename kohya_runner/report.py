@@ -43,6 +43,9 @@ OWNED = (PAGE, SHEET, LOSS_PLOT, DATA, IMAGES)  # what a report folder holds; no
 # No request of any kind may leave the page: images only from its own folder, no scripts, fonts or fetches.
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 KIND_LABELS = {"trigger": "with trigger", "no-trigger": "without trigger"}
+SCORE_HOW = ("100 × effect × selectivity, where effect is how far samples with the trigger move toward the training "
+             "images' look and how much the denoising loss on them drops, and selectivity how much of the change "
+             "needs the trigger")
 NOISE_KEYS = {"name", "saving.output_name"}  # differ between sweep members without saying anything
 
 
@@ -184,6 +187,7 @@ class RunData:
     checkpoints: list[Checkpoint]
     criterion: str
     best: Checkpoint | None
+    top_score: dict | None = None  # its highest-scoring checkpoint's parts (comparisons rank by it)
 
     @property
     def run_id(self) -> str:
@@ -426,6 +430,7 @@ def _template(name: str):
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["loss"] = lambda v: "–" if v is None else f"{v:.4f}"
     env.filters["pct"] = lambda v: "" if v is None else f"{v * 100:.1f}%"
+    env.filters["num"] = lambda v, digits=2: "–" if v is None else f"{v:.{digits}f}"
     return env.get_template(name)
 
 
@@ -457,10 +462,11 @@ def run_report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     row = ledger.find(ref)
     data = load_run(row, posthoc_images(ledger, row.run_id))
     out = Path(out) if out is not None else runfolder.of(data.run_dir).report
-    return _staged(out, started, lambda stage: _run_report(home, data, stage))
+    scores = ledger.scores(row.run_id)
+    return _staged(out, started, lambda stage: _run_report(home, data, stage, scores))
 
 
-def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
+def _run_report(home: Path, data: RunData, stage: Staging, ledger_scores: list[dict] | None = None) -> dict[str, Any]:
     rows, columns = data.rows, data.columns
     first = next(iter(data.samples.values()), None)
     cell = cell_size(first.path) if first else (SHEET_MIN, SHEET_MIN)
@@ -501,6 +507,10 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
 
     has_loss = loss_plot(data, stage.dir / LOSS_PLOT) is not None
     timings = run_timings(data)
+    scores = {s["checkpoint"]: s for s in (ledger_scores or [])}
+    from .sweep.results import best_scored
+
+    top = best_scored(list(scores.values()))
     diff = preset_diff(home, data.row.preset, data.spec)
     notes = _run_notes(data)
     summary = _run_summary(data)
@@ -509,8 +519,10 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
         "notes": notes, "about": demo.explanation_for_dataset(data.spec.dataset.dir),
         "columns": [c.to_json() for c in columns], "groups": groups, "ablation": ablation,
         "loss_image": LOSS_PLOT if has_loss else None, "sheet_image": SHEET if layout else None,
-        "checkpoints": [dict(c.to_json(), name=c.file.name, best=bool(data.best and c.file == data.best.file))
+        "checkpoints": [dict(c.to_json(), name=c.file.name, best=bool(data.best and c.file == data.best.file),
+                             scores=scores.get(c.file.name), top=bool(top and top["checkpoint"] == c.file.name))
                         for c in data.checkpoints],
+        "scored": bool(scores), "score_how": SCORE_HOW,
         "criterion": data.criterion, "diff": diff,
         "config": [{"key": k, "value": show_value(v)} for k, v in sorted(flatten(data.spec).items())],
         "timings": timing_rows(timings),
@@ -523,6 +535,7 @@ def _run_report(home: Path, data: RunData, stage: Staging) -> dict[str, Any]:
         "sheet_layout": layout.to_json() if layout else None, "ablation": ablation, "timings": timings,
         "checkpoints": [c.to_json() for c in data.checkpoints], "criterion": data.criterion,
         "best": data.best.to_json() if data.best else None, "preset_diff": diff, "notes": notes,
+        "scores": list(scores.values()), "best_by_score": top,
     }
     _write_data(stage, result)
     return result
@@ -616,6 +629,12 @@ def compare_report(home: Path, refs: list[str], out: Path | None = None, *, titl
     if not runs:
         raise BadInput(f"none of the runs of {sweep.sweep_id if sweep else 'this comparison'} got far enough to "
                        "report on. Fix: `kr runs ls --sweep ID` shows why")
+    from .sweep.results import best_scored
+
+    for data in runs:
+        data.top_score = best_scored(ledger.scores(data.run_id))
+    if any(d.top_score for d in runs):  # scored (kr score): best first
+        runs.sort(key=lambda d: (d.top_score is None, -(d.top_score or {}).get("score", 0.0)))
     if out is None:
         digest = hashlib.sha1(" ".join(r.run_id for r in runs).encode()).hexdigest()[:8]
         out = workspace.home(home) / "reports" / f"compare-{runs[0].run_id}-{len(runs)}runs-{digest}"
@@ -687,6 +706,8 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
         diffs = [f"{k} = {show_value(flats[i].get(k, ABSENT))}" for k in varying]
         sub = diffs + [f"final: {final.label}" if final else "no samples after the base",
                        f"loss/average {data.row.loss:.4f}" if data.row.loss is not None else "loss –"]
+        if data.top_score:
+            sub.append(f"score {data.top_score['score']:.1f} ({data.top_score.get('label')})")
         lines.append({"kind": "run", "title": f"{data.run_id} ({data.row.status})", "sub": sub, "samples": samples,
                       "run": data})
 
@@ -734,6 +755,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
             "settings": [{"key": k, "value": show_value(flats[i].get(k, ABSENT))} for k in varying],
             "loss": data.row.loss, "min_loss": data.row.min_loss,
             "best": f"{data.best.label} ({data.best.loss:.4f})" if data.best else "–",
+            "score": f"{data.top_score['score']:.1f} ({data.top_score.get('label')})" if data.top_score else "–",
             "time": _duration(data.row.duration), "it_per_s": f"{data.row.it_per_s:.2f}" if data.row.it_per_s else "–"})
     notes = []
     if any(len(m) != len(per_run[0]) or set(m) != set(per_run[0]) for m in per_run):

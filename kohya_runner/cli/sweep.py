@@ -261,6 +261,14 @@ def stop(ctx, ref):
 
 
 def _members_table(rows: list[dict]) -> str:
-    return text_table([(r["member"], r["params"], r["status"], number(r["final_loss"]), number(r["min_loss"]),
-                        duration(r["seconds"]), number(r["it_per_s"], 3), r["run_id"] or MISSING) for r in rows],
-                      ("MEMBER", "PARAMS", "STATUS", "FINAL LOSS", "MIN LOSS", "TIME", "IT/S", "RUN"))
+    """Ranked by score when the members are scored (`kr score SWEEP`), with its parts."""
+    if not any(r.get("score") is not None for r in rows):
+        return text_table([(r["member"], r["params"], r["status"], number(r["final_loss"]), number(r["min_loss"]),
+                            duration(r["seconds"]), number(r["it_per_s"], 3), r["run_id"] or MISSING) for r in rows],
+                          ("MEMBER", "PARAMS", "STATUS", "FINAL LOSS", "MIN LOSS", "TIME", "IT/S", "RUN"))
+    parts = [r.get("score_parts") or {} for r in rows]
+    return text_table([(r["member"], r["params"], r["status"], number(r.get("score"), 3), p.get("label") or MISSING,
+                        number(p.get("style"), 2), number(p.get("fit"), 2), number(p.get("selectivity"), 2),
+                        number(r["final_loss"]), duration(r["seconds"]), r["run_id"] or MISSING)
+                       for r, p in zip(rows, parts)],
+                      ("MEMBER", "PARAMS", "STATUS", "SCORE", "BEST", "STYLE", "FIT", "SELECT", "FINAL LOSS", "TIME", "RUN"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ OVERLAY_PNG = "loss_overlay.png"
 class ResultRow:
     member: Member
     run: Any  # RunRow or None
+    scores: list = field(default_factory=list)  # its run's checkpoint scores (kohya_runner.score)
 
     @property
     def status(self) -> str:
@@ -55,14 +56,22 @@ def result_rows(home: Path, record: Record) -> list[ResultRow]:
                 run_row = ledger.get(member.runs[-1])
             except BadInput:
                 run_row = None
-        rows.append(ResultRow(member, run_row))
+        rows.append(ResultRow(member, run_row, ledger.scores(run_row.run_id) if run_row is not None else []))
     return rows
 
 
+def best_scored(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A run's highest-scoring checkpoint (kohya_runner.score), or None when it is not scored."""
+    scored = [s for s in scores if s.get("score") is not None]
+    return max(scored, key=lambda s: s["score"]) if scored else None
+
+
 def table(rows: list[ResultRow], varying: list[str]) -> list[dict[str, Any]]:
+    """One dict per member; ranked by score (best first) when any member is scored, else in member order."""
     out = []
     for r in rows:
         run = r.run
+        top = best_scored(r.scores)
         out.append({
             "member": r.member.label,
             "params": r.member.describe(varying),
@@ -75,7 +84,11 @@ def table(rows: list[ResultRow], varying: list[str]) -> list[dict[str, Any]]:
             "steps": f"{run.steps_done}/{run.steps_total}" if run and run.steps_total else (r.member.steps or None),
             "run_id": run.run_id if run else None,
             "reason": r.reason,
+            "score": top["score"] if top else None,
+            "score_parts": {k: top.get(k) for k in ("label", "style", "fit", "selectivity", "leakage")} if top else None,
         })
+    if any(r["score"] is not None for r in out):
+        out.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
     return out
 
 
@@ -86,11 +99,13 @@ def _num(value: float | None, digits: int = 4) -> str:
 def csv_text(rows: list[dict[str, Any]], varying: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["member", *varying, "status", "final_avg_loss", "min_avg_loss", "seconds", "it_per_s", "steps",
-                     "run_id", "reason"])
+    writer.writerow(["member", *varying, "status", "score", "best_checkpoint", "style", "fit", "selectivity",
+                     "final_avg_loss", "min_avg_loss", "seconds", "it_per_s", "steps", "run_id", "reason"])
     for r in rows:
+        parts = r.get("score_parts") or {}
         writer.writerow([r["member"], *(show_value(r["values"][k]) if k in r["values"] else "" for k in varying),
-                         r["status"], _csv(r["final_loss"]), _csv(r["min_loss"]),
+                         r["status"], _csv(r.get("score")), parts.get("label") or "", _csv(parts.get("style")),
+                         _csv(parts.get("fit")), _csv(parts.get("selectivity")), _csv(r["final_loss"]), _csv(r["min_loss"]),
                          "" if r["seconds"] is None else f"{r['seconds']:.1f}", _csv(r["it_per_s"]),
                          r["steps"] or "", r["run_id"] or "", (r["reason"] or "").replace("\n", " ")])
     return out.getvalue()
@@ -109,10 +124,14 @@ def markdown(record: Record, rows: list[dict[str, Any]]) -> str:
              f"- preset: `{data['preset']}`" + (f" (sweep file `{data['source']}`)" if data.get("source") else ""),
              f"- fixed for every member: {', '.join(f'`{o}`' for o in data.get('fixed', [])) or 'nothing'}",
              f"- members: {len(rows)}", "",
-             "| member | params | status | final loss | min loss | time | it/s | run |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+             "| member | params | status | score | best checkpoint | style | fit | selectivity | final loss | min loss "
+             "| time | it/s | run |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['member']} | {cell(r['params'])} | {r['status']} | {_num(r['final_loss'])} | "
+        parts = r.get("score_parts") or {}
+        lines.append(f"| {r['member']} | {cell(r['params'])} | {r['status']} | {_num(r.get('score'), 3)} | "
+                     f"{cell(parts.get('label') or '–')} | {_num(parts.get('style'), 2)} | {_num(parts.get('fit'), 2)} | "
+                     f"{_num(parts.get('selectivity'), 2)} | {_num(r['final_loss'])} | "
                      f"{_num(r['min_loss'])} | {duration_text(r['seconds'])} | {_num(r['it_per_s'], 3)} | "
                      f"{r['run_id'] or '–'} |")
     notes = [r for r in rows if r["reason"] and r["status"] != "succeeded"]
