@@ -20,7 +20,7 @@ from .checks.captions import caption_findings
 from .checks.duplicates import duplicate_findings
 from .checks.images import image_findings
 from .checks.layout import layout_findings
-from .checks.settings import settings_findings
+from .checks.settings import settings_findings, validation_findings
 
 
 @dataclass
@@ -101,7 +101,7 @@ def check(
     found = scan(settings)
     findings = settings_findings(settings, plan) + layout_findings(found, settings) + cache_findings(found, settings)
     probes = probe_images([img.path for img in found.images], workers)
-    findings += image_findings(found, probes)
+    findings += image_findings(found, probes) + validation_findings(len(found.images), settings)
     findings += duplicate_findings(found, probes)
     counter = TokenCounter(tokenizer_dir, settings.token_limit)
     captions_found, max_tokens = caption_findings(found, settings, counter)

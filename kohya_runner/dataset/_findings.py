@@ -48,6 +48,8 @@ FINDING_CODES: dict[str, tuple[str, str]] = {
     "bucket-settings": (ERROR, "bucket settings sd-scripts rejects"),
     "bucket-reso-adjusted": (WARNING, "min/max bucket reso are rounded to the step"),
     "settings-conflict": (ERROR, "settings sd-scripts refuses together"),
+    "validation-empty": (WARNING, "validation_split holds out no image: no validation loss"),
+    "validation-overlap": (WARNING, "validation_split's two parts share images (sd-scripts rounds them differently)"),
     "tokenizer-unavailable": (WARNING, "token counts are estimates: the tokenizer folder is missing"),
 }
 

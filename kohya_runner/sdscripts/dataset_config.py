@@ -47,6 +47,12 @@ def dataset_config(spec, paths) -> dict[str, Any]:
         "bucket_reso_steps": d.bucket_reso_steps,
         "bucket_no_upscale": d.bucket_no_upscale,
     }
+    if d.validation_split > 0:
+        # A float, always (the schema rejects 0 or 1 as ints). The seed is always written: without one sd-scripts
+        # shuffles the training and the validation copy of the dataset with different global random states, so
+        # the two parts would overlap (kohya_runner.sdscripts.validation).
+        dataset["validation_split"] = float(d.validation_split)
+        dataset["validation_seed"] = d.validation_seed if d.validation_seed is not None else spec.training.seed
     subset: dict[str, Any] = {"image_dir": str(paths.image_dir), "num_repeats": d.repeats}
     for key in ("caption_prefix", "caption_suffix"):
         if getattr(d, key):

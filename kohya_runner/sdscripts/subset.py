@@ -52,6 +52,7 @@ class DatasetSettings:
     cache_latents: bool = False
     cache_te_outputs: bool = False
     extra_image_extensions: tuple[str, ...] | None = None
+    validation_split: float = 0.0  # the dataset-level key; 0 = no validation split
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -103,7 +104,7 @@ def settings_from_spec(spec) -> DatasetSettings:
         resolution=tuple(d.resolution), enable_bucket=d.enable_bucket, min_bucket_reso=d.min_bucket_reso,
         max_bucket_reso=d.max_bucket_reso, bucket_reso_steps=d.bucket_reso_steps, bucket_no_upscale=d.bucket_no_upscale,
         batch_size=d.batch_size, num_repeats=d.repeats, max_token_length=spec.model.max_token_length,
-        cache_latents=latents_cached(spec), cache_te_outputs=te_cached(spec))
+        cache_latents=latents_cached(spec), cache_te_outputs=te_cached(spec), validation_split=d.validation_split)
 
 
 def repeats_is(settings: DatasetSettings) -> str:

@@ -119,6 +119,9 @@ def _model_args(args: TrainingArgs, spec, paths: RenderPaths) -> None:
     # modelspec.resolution records the real size; the dataset TOML's value is the one used.
     width, height = spec.dataset.resolution
     args.add("dataset", "resolution", f"{width},{height}", "dataset.resolution")
+    # Written into dataset.toml only (dataset_config); owned here so a raw sd_scripts.validation_* is refused.
+    args.add("dataset", "validation_split", None, "dataset.validation_split")
+    args.add("dataset", "validation_seed", None, "dataset.validation_seed")
 
 
 def _network_args(args: TrainingArgs, spec, paths: RenderPaths) -> None:

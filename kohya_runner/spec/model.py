@@ -86,6 +86,10 @@ class DatasetSpec(Group):
     color_aug: bool = Field(False, description="randomly shift the hue of images; needs latent caching off (color_aug)")
     random_crop: bool = Field(False, description="crop a random part of each image instead of the centre; needs "
                               "latent caching off (random_crop)")
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0, description="share (0–1) of the images held out of training: "
+                                    "enables the validation loss and kr's held-out copying check; 0 is off (validation_split)")
+    validation_seed: int | None = Field(None, ge=0, le=2**32 - 1, description="seed choosing the held-out images; none "
+                                        "uses training.seed (validation_seed)")
 
     _paths = field_validator("dir")(path_text)
     _lines = field_validator("trigger", "caption_prefix", "caption_suffix", "keep_tokens_separator")(single_line)
@@ -296,10 +300,9 @@ class SamplingSpec(Group):
                                       "filled in")
     variants: list[str] = Field(default_factory=list, description="reworded templates, one more prompt per subject "
                                 "each, for prompt sensitivity")
-    during_training: int | None = Field(None, ge=1, le=1000, description="sample only the first N subjects, with the "
-                                        "trigger, during training (a quick sanity check that keeps the loop lean); "
-                                        "none: every prompt in every form. The full grid is made after training "
-                                        "(evaluation.after_training)")
+    during_training: int | None = Field(None, ge=1, le=1000, description="during training sample only the first N "
+                                        "subjects, with the trigger (a lean sanity check); none: every prompt in "
+                                        "every form")
 
     _lines = field_validator("template", "negative_prompt", "untriggered_template")(single_line)
     _marker = field_validator("template", "negative_prompt", "untriggered_template")(no_option_marker)
@@ -376,9 +379,8 @@ class PrivacySpec(Group):
 
 class EvaluationSpec(Group):
     after_training: Literal["off", "missing", "grid"] = Field(
-        "missing", description="images made after training by kr's post-hoc sampler: 'missing' samples the final "
-        "checkpoint when the sampling cadence missed it; 'grid' samples the base and the final checkpoint on every "
-        "prompt form at evaluation.strengths and scores the checkpoints; 'off' nothing")
+        "missing", description="after training: 'missing' samples the final checkpoint if training did not; 'grid' "
+        "samples base and final on every prompt at evaluation.strengths, then scores; 'off' nothing")
     strengths: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=12, description="LoRA "
                                    "strengths of the post-hoc grid, e.g. [0.5, 0.75, 1.0]")
     batch_size: int = Field(4, ge=1, le=64, description="images per batch of the post-hoc generator "

@@ -4,7 +4,8 @@ Covers what kr renders: `--dataset_config` (strictly validated, value fallbacks 
 -> [general] -> training argument -> default) or the legacy `--train_data_dir` `N_name` folders;
 captions (`caption_extension` default `.caption`, class tokens, prefix/suffix, shuffle, dropout,
 wildcards); sd-scripts' bucket list, bucket choice, resize-and-crop and per-epoch shuffle; latent
-and SDXL text-encoder output caches in sd-scripts' `.npz` layout next to the images.
+and SDXL text-encoder output caches in sd-scripts' `.npz` layout next to the images; the validation
+split (`validation_split` / `validation_seed`: a training and a validation copy of each dataset).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import os
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -303,6 +304,26 @@ def glob_images(directory) -> list[str]:
     return sorted(paths)
 
 
+def split_train_val(paths: list[str], is_training_dataset: bool, validation_split: float,
+                    validation_seed: Optional[int]) -> list[str]:
+    """sd-scripts' split_train_val: shuffle (with the validation seed, else the global state as it is),
+    then the training copy takes the first ceil(n*(1-split)), the validation copy the last round(n*split)."""
+    dataset = list(zip(paths, [None] * len(paths)))
+    if validation_seed is not None:
+        logger.info(f"Using validation seed: {validation_seed}")
+        prevstate = random.getstate()
+        random.seed(validation_seed)
+        random.shuffle(dataset)
+        random.setstate(prevstate)
+    else:
+        random.shuffle(dataset)
+    paths, _sizes = zip(*dataset)  # an empty subset fails to unpack here, as in sd-scripts
+    paths = list(paths)
+    if is_training_dataset:
+        return paths[0:math.ceil(len(paths) * (1 - validation_split))]
+    return paths[len(paths) - round(len(paths) * validation_split):]
+
+
 def image_size(path: str) -> tuple[int, int]:
     from PIL import Image
 
@@ -467,9 +488,11 @@ class ImageInfo:
 
 
 class DreamBoothDataset:
-    def __init__(self, params: DatasetParams, subsets: list[SubsetParams]):
+    # is_training_dataset False: the validation copy (its part of each split subset, repeats 1, no reg images)
+    def __init__(self, params: DatasetParams, subsets: list[SubsetParams], is_training_dataset: bool = True):
         assert params.resolution is not None, "resolution is required / resolution（解像度）指定は必須です"
         self.params = params
+        self.is_training_dataset = is_training_dataset
         self.width, self.height = params.resolution
         self.batch_size = params.batch_size
         self.enable_bucket = params.enable_bucket
@@ -513,12 +536,13 @@ class DreamBoothDataset:
         logger.info("prepare images.")
         reg_infos: list[tuple[ImageInfo, SubsetParams]] = []
         for subset in subsets:
+            num_repeats = subset.num_repeats if self.is_training_dataset else 1
             if subset.metadata_file is not None or subset.conditioning_data_dir is not None:
                 raise NotImplementedError("kohya_runner.tiny trains on DreamBooth-style subsets (image_dir + "
                                           "captions) only; fine-tuning metadata_file and conditioning_data_dir "
                                           "subsets are not supported")
-            if subset.num_repeats < 1:
-                logger.warning(f"ignore subset with image_dir='{subset.image_dir}': num_repeats is less than 1 / num_repeatsが1を下回っているためサブセットを無視します: {subset.num_repeats}")
+            if num_repeats < 1:
+                logger.warning(f"ignore subset with image_dir='{subset.image_dir}': num_repeats is less than 1 / num_repeatsが1を下回っているためサブセットを無視します: {num_repeats}")
                 continue
             if any(s.image_dir == subset.image_dir for s in self.subsets):
                 logger.warning(f"ignore duplicated subset with image_dir='{subset.image_dir}': use the first one / 既にサブセットが登録されているため、重複した後発のサブセットを無視します")
@@ -528,11 +552,11 @@ class DreamBoothDataset:
                 logger.warning(f"ignore subset with image_dir='{subset.image_dir}': no images found / 画像が見つからないためサブセットを無視します")
                 continue
             if subset.is_reg:
-                self.num_reg_images += subset.num_repeats * len(paths)
+                self.num_reg_images += num_repeats * len(paths)
             else:
-                self.num_train_images += subset.num_repeats * len(paths)
+                self.num_train_images += num_repeats * len(paths)
             for path, caption in zip(paths, captions):
-                info = ImageInfo(path, subset.num_repeats, caption, subset.is_reg, path)
+                info = ImageInfo(path, num_repeats, caption, subset.is_reg, path)
                 if subset.is_reg:
                     reg_infos.append((info, subset))
                 else:
@@ -540,7 +564,8 @@ class DreamBoothDataset:
             subset.img_count = len(paths)
             self.subsets.append(subset)
 
-        logger.info(f"{self.num_train_images} train images with repeats.")
+        images_split_name = "train" if self.is_training_dataset else "validation"
+        logger.info(f"{self.num_train_images} {images_split_name} images with repeats.")
         logger.info(f"{self.num_reg_images} reg images with repeats.")
         if self.num_train_images < self.num_reg_images:
             logger.warning("some of reg images are not used / 正則化画像の数が多いので、一部使用されない正則化画像があります")
@@ -573,6 +598,13 @@ class DreamBoothDataset:
             logger.warning(f"not directory: {subset.image_dir}")
             return [], []
         paths = glob_images(subset.image_dir)
+        if self.params.validation_split > 0.0:
+            if subset.is_reg:
+                if not self.is_training_dataset:
+                    paths = []  # regularization images are never validated on; all of them train
+            else:
+                paths = split_train_val(paths, self.is_training_dataset, self.params.validation_split,
+                                        self.params.validation_seed)
         logger.info(f"found directory {subset.image_dir} contains {len(paths)} image files")
         extension = subset.caption_extension
         if extension and not extension.startswith("."):
@@ -816,8 +848,9 @@ class DatasetGroup:
         return all(d.is_text_encoder_output_cacheable() for d in self.datasets)
 
 
-def build_dataset_group(args) -> DatasetGroup:
-    """Read the dataset definition the way sd-scripts does and make the buckets."""
+def build_dataset_group(args) -> tuple[DatasetGroup, Optional[DatasetGroup]]:
+    """Read the dataset definition the way sd-scripts does and make the buckets: the training group and,
+    when a dataset sets 0 < validation_split <= 1, the validation group (else None)."""
     if args.dataset_config is not None:
         logger.info(f"Loading dataset config from {args.dataset_config}")
         user_config = load_user_config(args.dataset_config)
@@ -831,10 +864,21 @@ def build_dataset_group(args) -> DatasetGroup:
         logger.info("Training with captions.")
         user_config = {"datasets": [{"subsets": [{"image_dir": args.train_data_dir, "metadata_file": args.in_json}]}]}
 
+    plan = blueprint(user_config, args)
     datasets = []
-    for params, subsets in blueprint(user_config, args):
+    for params, subsets in plan:
         _log_dataset_plan(len(datasets), params, subsets)
         datasets.append(DreamBoothDataset(params, subsets))
+
+    # sd-scripts builds the validation copies after all training datasets, from fresh subset objects
+    val_datasets = []
+    for params, subsets in plan:
+        if params.validation_split < 0.0 or params.validation_split > 1.0:
+            logging.warning(f"Dataset param `validation_split` ({params.validation_split}) is not a valid number between 0.0 and 1.0, skipping validation split...")
+            continue
+        if params.validation_split == 0.0:
+            continue
+        val_datasets.append(DreamBoothDataset(params, [replace(s) for s in subsets], is_training_dataset=False))
 
     seed = random.randint(0, 2**31)  # the per-epoch shuffle seed is seed + epoch
     for i, dataset in enumerate(datasets):
@@ -842,7 +886,12 @@ def build_dataset_group(args) -> DatasetGroup:
         dataset.make_buckets()
         dataset.seed = seed
         dataset.shuffle_buckets()
-    return DatasetGroup(datasets)
+    for i, dataset in enumerate(val_datasets):
+        logger.info(f"[Prepare validation dataset {i}]")
+        dataset.make_buckets()
+        dataset.seed = seed
+        dataset.shuffle_buckets()
+    return DatasetGroup(datasets), (DatasetGroup(val_datasets) if val_datasets else None)
 
 
 def _log_dataset_plan(index: int, params: DatasetParams, subsets: list[SubsetParams]):

@@ -47,10 +47,8 @@ def noise_noisy_latents_and_timesteps(args, scheduler, latents):
 
 
 def timesteps_and_huber_c(args, low: int, high: int, scheduler, batch: int):
-    import torch
-
     if args.loss_type in ("huber", "smooth_l1"):
-        timesteps = torch.randint(low, high, (1,))
+        timesteps = get_timesteps(low, high, 1)
         step = timesteps.item()
         if args.huber_schedule == "exponential":
             alpha = -math.log(args.huber_c) / scheduler.config.num_train_timesteps
@@ -66,11 +64,21 @@ def timesteps_and_huber_c(args, low: int, high: int, scheduler, batch: int):
         huber_c = huber_c * args.huber_scale
         timesteps = timesteps.repeat(batch)
     elif args.loss_type in ("l2", "l1"):
-        timesteps = torch.randint(low, high, (batch,))
+        timesteps = get_timesteps(low, high, batch)
         huber_c = 1  # unused
     else:
         raise NotImplementedError(f"Unknown loss type {args.loss_type}")
     return timesteps.long(), huber_c
+
+
+def get_timesteps(low: int, high: int, batch: int):
+    """sd-scripts' get_timesteps: uniform in [low, high), or all `high` when low >= high (validation fixes
+    min_timestep = max_timestep to each of its timesteps)."""
+    import torch
+
+    if low < high:
+        return torch.randint(low, high, (batch,))
+    return torch.full((batch,), high)
 
 
 def conditional_loss(prediction, target, loss_type: str, huber_c):
@@ -158,4 +166,6 @@ class LossRecorder:
 
     @property
     def moving_average(self) -> float:
+        if not self.loss_list:
+            return 0  # sd-scripts: an empty recorder (e.g. max_validation_steps=0) averages to 0
         return self.loss_total / len(self.loss_list)

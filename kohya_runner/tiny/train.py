@@ -5,7 +5,9 @@ block, `epoch e/E`, `saving checkpoint:`, `removing old checkpoint:`), logging (
 bare on stdout with --console_log_simple, last line `model saved.`), the tqdm `steps` bar, the
 output names and rotation, the LoRA keys and header, the TensorBoard folder and tags, the state
 folders, the sample image names, and the exit codes (0 also for "No data found", 1 with a
-traceback on errors, signals untouched).
+traceback on errors, signals untouched). With a validation split it validates like sd-scripts: the
+held-out images at 4 fixed timesteps with reseeded noise, every epoch (or --validate_every_n_epochs)
+and every --validate_every_n_steps, logged as loss/validation/{epoch,step}_{average,divergence}.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ NOT_HONOURED = [
     "fp8_base_unet", "full_fp16", "lowram", "highvram", "torch_compile", "deepspeed", "zero_terminal_snr",
     "color_aug", "face_crop_aug_range", "alpha_mask", "masked_loss", "weighted_captions", "max_token_length",
     "network_dropout", "network_args", "scale_weight_norms", "base_weights", "base_weights_multiplier",
-    "dim_from_weights", "tokenizer_cache_dir", "vae", "validation_split", "validate_every_n_steps",
-    "validate_every_n_epochs", "log_config", "log_tracker_config", "debug_dataset", "disable_mmap_load_safetensors",
+    "dim_from_weights", "tokenizer_cache_dir", "vae", "log_config", "log_tracker_config", "debug_dataset",
+    "disable_mmap_load_safetensors",
     "huggingface_repo_id", "save_state_to_huggingface", "resume_from_huggingface", "async_upload", "wandb_run_name",
     "ddp_timeout", "ddp_gradient_as_bucket_view", "ddp_static_graph", "fused_backward_pass", "dataset_class",
 ]
@@ -163,13 +165,18 @@ def train(args, family_name: str) -> None:
         args.seed = random.randint(0, 2**32)
     set_seed(args.seed)
 
-    group = build_dataset_group(args)
+    group, val_group = build_dataset_group(args)
+    run.val_group = val_group
     if len(group) == 0:
         logger.error("No data found. Please verify arguments (train_data_dir must be the parent of folders with images) / 画像がありません。引数指定を確認してください（train_data_dirには画像があるフォルダではなく、画像があるフォルダの親フォルダを指定する必要があります）")
         return
     if args.cache_latents:
         assert group.is_latent_cacheable(), "when caching latents, either color_aug or random_crop cannot be used / latentをキャッシュするときはcolor_augとrandom_cropは使えません"
+        if val_group is not None:
+            assert val_group.is_latent_cacheable(), "when caching latents, either color_aug or random_crop cannot be used / latentをキャッシュするときはcolor_augとrandom_cropは使えません"
     _assert_extra_args(args, group, family)
+    if val_group is not None:
+        _assert_extra_args(args, val_group, family)
 
     logger.info("preparing accelerator")
     run.logging_dir = _logging_dir(args)
@@ -184,10 +191,11 @@ def train(args, family_name: str) -> None:
 
     models = load_models(args, family)
     run.models = models
-    if args.cache_latents:
-        _cache_latents(run, group)
-    if family.is_sdxl and args.cache_text_encoder_outputs:
-        _cache_text_encoder_outputs(run, group)
+    for cached in [group] + ([val_group] if val_group is not None else []):
+        if args.cache_latents:
+            _cache_latents(run, cached)
+        if family.is_sdxl and args.cache_text_encoder_outputs:
+            _cache_text_encoder_outputs(run, cached)
 
     print("import network module:", args.network_module)
     _check_network_module(args.network_module)
@@ -210,8 +218,9 @@ def train(args, family_name: str) -> None:
     run.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
     if args.save_n_epoch_ratio is not None and args.save_n_epoch_ratio > 0:
         args.save_every_n_epochs = math.floor(run.num_train_epochs / args.save_n_epoch_ratio) or 1
-    _print_training_block(args, group, num_batches, run.num_train_epochs)
+    _print_training_block(args, group, num_batches, run.num_train_epochs, val_group)
     _build_metadata(run, group, num_batches)
+    run.metadata["ss_num_validation_images"] = str(val_group.num_train_images if val_group is not None else 0)
 
     initial_step, epoch_to_start = _initial_step(args, steps_from_state, num_batches)
     run.initial_step = initial_step
@@ -316,10 +325,10 @@ def _cast_parameters(model, dtype) -> None:
         param.data = param.data.to(dtype)
 
 
-def _print_training_block(args, group, num_batches: int, num_train_epochs: int) -> None:
+def _print_training_block(args, group, num_batches: int, num_train_epochs: int, val_group=None) -> None:
     print("running training / 学習開始")
     print(f"  num train images * repeats / 学習画像の数×繰り返し回数: {group.num_train_images}")
-    print(f"  num validation images * repeats / 学習画像の数×繰り返し回数: 0")
+    print(f"  num validation images * repeats / 学習画像の数×繰り返し回数: {val_group.num_train_images if val_group is not None else 0}")
     print(f"  num reg images / 正則化画像の数: {group.num_reg_images}")
     print(f"  num batches per epoch / 1epochのバッチ数: {num_batches}")
     print(f"  num epochs / epoch数: {num_train_epochs}")
@@ -412,6 +421,7 @@ def _training_loop(run: Run, group) -> None:
         logger.info(f"text_encoder [{i}] dtype: {next(encoder.parameters()).dtype}, device: cpu")
 
     progress_bar = tqdm(range(args.max_train_steps - initial_step), smoothing=0, disable=False, desc="steps")
+    validation = _Validation(run, loss_recorder)
     for epoch in range(run.epoch_to_start, run.num_train_epochs):
         print(f"\nepoch {epoch+1}/{run.num_train_epochs}\n")
         run.current_epoch = epoch + 1
@@ -438,9 +448,18 @@ def _training_loop(run: Run, group) -> None:
             progress_bar.set_postfix(**{"avr_loss": average})
             if run.writer is not None:
                 _log_scalars(run.writer, _step_logs(run, current_loss, average), global_step)
+            # validation per step: global_step is already incremented (validate_every_n_steps=100: 100, 200, ...)
+            if args.validate_every_n_steps is not None and global_step % args.validate_every_n_steps == 0:
+                if run.synced and validation.steps > 0:
+                    validation.run_step(epoch, global_step)
+                    progress_bar.unpause()
             if global_step >= args.max_train_steps:
                 break
 
+        if args.validate_every_n_epochs is None or (epoch + 1) % args.validate_every_n_epochs == 0:
+            if validation.batches > 0:
+                validation.run_epoch(epoch, global_step)
+                progress_bar.unpause()
         if run.writer is not None:
             _log_scalars(run.writer, {"loss/epoch_average": loss_recorder.moving_average}, epoch + 1)
         if args.save_every_n_epochs is not None:
@@ -454,6 +473,83 @@ def _training_loop(run: Run, group) -> None:
         _save_state_on_train_end(run, global_step)
     _save_model(run, _ckpt_name(args, None, None), global_step, run.num_train_epochs)
     logger.info("model saved.")
+
+
+NUM_VALIDATION_TIMESTEPS = 4  # sd-scripts: 200, 400, 600, 800 of 1000, not configurable
+
+
+class _Validation:
+    """sd-scripts' validation passes over the held-out images (train_network.py at the pin): the network
+    unchanged, the Python and torch RNGs switched to validation_seed (else seed) and restored afterwards,
+    each validation batch at NUM_VALIDATION_TIMESTEPS fixed timesteps spread over [min_timestep,
+    max_timestep], the loss averaged by its own LossRecorder (moving over the latest pass) and logged with
+    its divergence from the training loss/average."""
+
+    def __init__(self, run: Run, loss_recorder):
+        import numpy as np
+
+        from kohya_runner.tiny.losses import LossRecorder
+
+        self.run, self.train_recorder = run, loss_recorder
+        args = run.args
+        self.group = getattr(run, "val_group", None)
+        self.batches = len(self.group) if self.group is not None else 0  # len(val_dataloader)
+        self.steps = min(args.max_validation_steps, self.batches) if args.max_validation_steps is not None \
+            else self.batches
+        low = 0 if args.min_timestep is None else args.min_timestep
+        high = run.noise_scheduler.config.num_train_timesteps if args.max_timestep is None else args.max_timestep
+        self.timesteps = np.linspace(low, high, NUM_VALIDATION_TIMESTEPS + 2, dtype=int)[1:-1]
+        self.step_recorder, self.epoch_recorder = LossRecorder(), LossRecorder()
+
+    def run_step(self, epoch: int, global_step: int) -> None:
+        average = self._pass(self.step_recorder, epoch, "validation steps", "val_avg_loss")
+        if self.run.writer is not None:
+            _log_scalars(self.run.writer, {
+                "loss/validation/step_average": average,
+                "loss/validation/step_divergence": average - self.train_recorder.moving_average,
+            }, global_step)
+
+    def run_epoch(self, epoch: int, global_step: int) -> None:
+        average = self._pass(self.epoch_recorder, epoch, "epoch validation steps", "val_epoch_avg_loss")
+        if self.run.writer is not None:
+            _log_scalars(self.run.writer, {
+                "loss/validation/epoch_average": average,
+                "loss/validation/epoch_divergence": average - self.train_recorder.moving_average,
+            }, epoch + 1)
+
+    def _pass(self, recorder, epoch: int, desc: str, postfix: str) -> float:
+        import torch
+        from tqdm import tqdm
+
+        run, args = self.run, self.run.args
+        states = (torch.get_rng_state(), random.getstate())
+        seed = args.validation_seed if args.validation_seed is not None else args.seed
+        torch.manual_seed(seed)
+        random.seed(seed)
+        original = (args.min_timestep, args.max_timestep)
+        self.group.set_current_epoch(run.current_epoch)  # as the data loader's collator does
+        bar = tqdm(range(self.steps * len(self.timesteps)), smoothing=0, disable=False, desc=desc)
+        try:
+            val_timesteps_step = 0
+            for val_step in range(self.batches):  # the validation data loader does not shuffle
+                if val_step >= self.steps:
+                    break
+                dataset, local_index = self.group.locate(val_step)
+                batch = dataset.load_batch(local_index, run.current_step, args.max_train_steps)
+                for timestep in self.timesteps:
+                    args.min_timestep = args.max_timestep = int(timestep)  # sd-scripts' "dirty hack"
+                    with torch.no_grad():
+                        loss = _process_batch(run, batch, is_train=False)
+                    recorder.add(epoch=epoch, step=val_timesteps_step, loss=loss.detach().item())
+                    bar.update(1)
+                    bar.set_postfix({postfix: recorder.moving_average, "timestep": int(timestep)})
+                    val_timesteps_step += 1
+        finally:
+            torch.set_rng_state(states[0])
+            random.setstate(states[1])
+            args.min_timestep, args.max_timestep = original
+            bar.close()
+        return recorder.moving_average
 
 
 def _train_step(run: Run, group, index: int, step: int, num_batches: int):
@@ -479,7 +575,7 @@ def _train_step(run: Run, group, index: int, step: int, num_batches: int):
     return loss
 
 
-def _process_batch(run: Run, batch: dict):
+def _process_batch(run: Run, batch: dict, is_train: bool = True):
     import torch
 
     from kohya_runner.tiny.losses import conditional_loss, noise_noisy_latents_and_timesteps, post_process_loss
@@ -502,7 +598,7 @@ def _process_batch(run: Run, batch: dict):
         context = torch.stack([torch.cat([h1, h2], dim=-1) for h1, h2, _ in batch["te_outputs"]])
         pooled = torch.stack([p for _, _, p in batch["te_outputs"]])
     else:
-        with torch.set_grad_enabled(train_text_encoder), run.autocast():
+        with torch.set_grad_enabled(is_train and train_text_encoder), run.autocast():
             context, pooled = models.encode_text(models.tokenize(batch["captions"]), args.clip_skip)
 
     noise, noisy, timesteps, huber_c = noise_noisy_latents_and_timesteps(args, run.noise_scheduler, latents)

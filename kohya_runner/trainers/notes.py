@@ -20,7 +20,7 @@ def fit(home: Path, spec, backend: str, num_processes: int = 1):
         from .tiny import adapt
 
         spec, notes = adapt(home, spec)
-    return spec, notes + warmup_notes(spec, num_processes)
+    return spec, notes + warmup_notes(spec, num_processes) + validation_notes(spec)
 
 
 def warmup_notes(spec, num_processes: int = 1) -> list[str]:
@@ -41,6 +41,22 @@ def warmup_notes(spec, num_processes: int = 1) -> list[str]:
     return [f"warning: scheduler.warmup_steps = {warmup} is not shorter than the whole run ({total} steps), so the "
             f"learning rate never reaches optimizer.lr = {spec.optimizer.lr:g}. Fix: scheduler.warmup_steps="
             f"{max(0, total // 10)} (or a share of the run such as 0.1), or train longer"]
+
+
+def validation_notes(spec) -> list[str]:
+    """The dataset check's warnings about dataset.validation_split for this folder's image count (none held
+    out, or parts that share images). Cheap: one listing. Raises nothing."""
+    if not spec.dataset.validation_split or not spec.dataset.dir:
+        return []
+    from .. import dataset
+    from ..dataset.checks.settings import validation_findings
+
+    try:
+        settings = dataset.settings_from_spec(spec)
+        count = len(dataset.scan(settings).images)
+    except KrError:
+        return []
+    return [f"warning: {f.message} Fix: {f.fix}" for f in validation_findings(count, settings)]
 
 
 def total_steps(spec, num_processes: int = 1, warmup: int | None = None) -> int | None:
