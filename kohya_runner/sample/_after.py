@@ -40,6 +40,17 @@ def after_training(home: Path, run_id: str, say: Callable[[str], None] = print) 
         say(f"post-hoc sampling failed: {error.message}")
         return None
     say(f"post-hoc samples: {summary['images']}/{summary['planned']} images in {summary['folder']}")
+    if mode == "grid":
+        from ..score import score_run
+
+        try:
+            scored = score_run(home, run_id, gpus=gpus, say=say)
+        except KrError as error:
+            say(f"scoring failed: {error.message}")
+            return summary
+        top = max((e for e in scored["checkpoints"] if e.get("score") is not None), key=lambda e: e["score"], default=None)
+        if top:
+            say(f"scores: best {top['label']} with {top['score']:.1f} (kr runs best {run_id})")
     return summary
 
 
