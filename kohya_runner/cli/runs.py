@@ -73,8 +73,14 @@ def show(ctx, ref, as_json):
     _, ledger = recorded_ledger(ctx)
     row = ledger.find(ref)
     manifest = archive.read_manifest(Path(row.run_dir))
+    from ..sample import summary
+
+    posthoc = summary(ledger, row.run_id)
+    scores = ledger.scores(row.run_id)
     if as_json:
-        print_json({"run": row.to_json(), "manifest": manifest}, schema="run")
+        scored = _read_scores(Path(row.run_dir))
+        posthoc["scores"] = {"seconds": scored.get("seconds"), "probe_seconds": scored.get("probe_seconds")} if scored else None
+        print_json({"run": row.to_json(), "manifest": manifest, "posthoc": posthoc, "scores": scores}, schema="run")
         return
     fields = [("run", row.run_id), ("status", row.status), ("reason", row.reason), ("detail", row.hint),
               ("preset", row.preset), ("backend", row.backend), ("sweep", row.sweep_id), ("spec", row.spec_hash),
@@ -94,6 +100,24 @@ def show(ctx, ref, as_json):
                        f"{lora['size'] / 2**20:.1f} MB  sha256 {lora['sha256'][:12]}  {state}")
         if manifest.get("samples"):
             click.echo(f"{'samples:':<16}{len(manifest['samples'])} images in output/sample/")
+    if posthoc["images"]:
+        click.echo(f"{'post hoc:':<16}{posthoc['images']} images in {len(posthoc['jobs'])} sample job(s) (posthoc/)")
+        for column, seconds in posthoc["inference_seconds_per_image"].items():
+            click.echo(f"{'':<16}{column}: {seconds:.2f} s per image")
+    top = max((s for s in scores if s.get("score") is not None), key=lambda s: s["score"], default=None)
+    if top:
+        click.echo(f"{'best score:':<16}{top['score']:.1f} ({top['label']}); all: kr runs best {row.run_id}")
+
+
+def _read_scores(run_dir) -> dict | None:
+    import json
+
+    from .. import runfolder
+
+    try:
+        return json.loads(runfolder.of(run_dir).scores.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @runs.command("tail", epilog="Example:\n\n  kr runs tail marker-0003")

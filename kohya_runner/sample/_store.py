@@ -28,3 +28,20 @@ def rebuild_rows(run_dir: Path) -> list[dict[str, Any]]:
             data["folder"] = str(path.parent)  # the folder may have moved with the workspace
             jobs.append(data)
     return jobs
+
+
+def summary(ledger, run_id: str) -> dict[str, Any]:
+    """A run's post-hoc sampling for `kr runs show --json`: its jobs, image count, and the generation time
+    per image of the base and of each checkpoint at each strength (the inference time)."""
+    jobs = ledger.sample_jobs(run_id)
+    rows = ledger.samples(run_id)
+    times: dict[str, list[float]] = {}
+    for row in rows:
+        if row["seconds"] is not None:
+            key = "base" if row["column_key"] == "base" else f"{row['column_key']} × {row['strength']:g}"
+            times.setdefault(key, []).append(row["seconds"])
+    seconds = [j["finished_at"] - j["created_at"] for j in jobs if j["finished_at"] and j["created_at"]]
+    return {"jobs": [{k: j[k] for k in ("job_id", "status", "device", "planned", "images", "job_dir", "message")}
+                     for j in jobs],
+            "images": len(rows), "seconds": round(sum(seconds), 2) if seconds else None,
+            "inference_seconds_per_image": {k: round(sum(v) / len(v), 4) for k, v in times.items()}}
