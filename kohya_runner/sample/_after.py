@@ -25,7 +25,7 @@ def after_training(home: Path, run_id: str, say: Callable[[str], None] = print) 
     if mode == "missing":
         if final_sampled(row, spec):
             return None
-        kinds = ["trigger"] if spec.sampling.during_training else ["trigger", "no-trigger", "variants"]
+        kinds = ["trigger"] if spec.sampling.during_training == "sanity" else ["trigger", "no-trigger", "variants"]
         request = Request(checkpoints="final", kinds=kinds, base=False, batch_size=spec.evaluation.batch_size)
         say(f"sampling the final checkpoint post hoc (training's sampling cadence missed epoch {row.epochs_total})")
     else:

@@ -300,9 +300,9 @@ class SamplingSpec(Group):
                                       "filled in")
     variants: list[str] = Field(default_factory=list, description="reworded templates, one more prompt per subject "
                                 "each, for prompt sensitivity")
-    during_training: int | None = Field(None, ge=1, le=1000, description="during training sample only the first N "
-                                        "subjects, with the trigger (a lean sanity check); none: every prompt in "
-                                        "every form")
+    during_training: Literal["all", "sanity"] = Field("all", description="'sanity' samples only the first two "
+                                                      "subjects with the trigger during training, a lean loop; 'all' "
+                                                      "every prompt in every form")
 
     _lines = field_validator("template", "negative_prompt", "untriggered_template")(single_line)
     _marker = field_validator("template", "negative_prompt", "untriggered_template")(no_option_marker)

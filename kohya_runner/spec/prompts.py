@@ -39,14 +39,16 @@ def sample_prompts(spec: Spec) -> list[SamplePrompt]:
     return prompts
 
 
+SANITY_SUBJECTS = 2  # sampling.during_training = "sanity": the first two subjects, with the trigger
+
+
 def training_prompts(spec: Spec) -> list[SamplePrompt]:
-    """The lines sampled during training: every prompt, or with sampling.during_training = N only the first N
-    subjects with the trigger (lines 0..N-1, the same indices as in the full list, so grids line up)."""
+    """The lines sampled during training: every prompt, or for a sanity sample the first SANITY_SUBJECTS
+    subjects with the trigger (lines 0..1, the same indices as in the full list, so grids line up)."""
     prompts = sample_prompts(spec)
-    limit = spec.sampling.during_training
-    if limit is None:
+    if spec.sampling.during_training == "all":
         return prompts
-    return [p for p in prompts if p.kind == "trigger" and p.subject_index < limit]
+    return [p for p in prompts if p.kind == "trigger" and p.subject_index < SANITY_SUBJECTS]
 
 
 def template_field(spec: Spec, kind: str) -> tuple[str, str]:
