@@ -115,9 +115,10 @@ class Supervisor:
         from .sample import after_training
 
         try:
-            after_training(self.home, self.row.run_id, say=lambda line: print(f"kr: {line}", flush=True))
+            # stderr: `kr run --json` keeps stdout for its JSON
+            after_training(self.home, self.row.run_id, say=lambda line: print(f"kr: {line}", file=sys.stderr, flush=True))
         except KeyboardInterrupt:
-            print("kr: post-hoc sampling stopped; the images made so far are kept", flush=True)
+            print("kr: post-hoc sampling stopped; the images made so far are kept", file=sys.stderr, flush=True)
 
     def _ledger(self, use: Callable[[Ledger], T]) -> T | None:
         """`use(ledger)`, or None when the ledger cannot be used now (deleted and not yet rebuilt, damaged,

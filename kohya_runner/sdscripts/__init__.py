@@ -17,7 +17,10 @@ and nothing else. Moving the pin forward means editing this package (and vendor/
     prompts         the sample prompts file
     logs            console lines and failure signatures
     environment     the offline environment of every trainer process
+    validation      the held-out split (validation_split / validation_seed)
+    gen_img         the image generator's command line and prompt-file lines (post-hoc sampling)
     drift_probe     run by the trainer's python to dump its argparse options (imports nothing of kr)
+    score_probe     run by the trainer's python to score LoRA checkpoints (imports nothing of kr)
 
 Modules here take kr's Spec duck-typed and never import spec, run, ledger or the CLI.
 Import the submodule you need: `from kohya_runner.sdscripts import buckets`.

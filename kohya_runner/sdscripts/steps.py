@@ -222,8 +222,6 @@ def _sample_rounds(plan: TrainingPlan, epochs: int, total: int) -> int:
 
 def plan_from_spec(spec, num_processes: int = 1) -> TrainingPlan:
     """The TrainingPlan of kr's run spec (duck-typed). Raises BadInput for values sd-scripts rejects."""
-    from ..spec.prompts import training_prompts
-
     t, s, sv = spec.training, spec.sampling, spec.saving
     return TrainingPlan(
         max_train_epochs=t.epochs, max_train_steps=t.steps, gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -231,6 +229,6 @@ def plan_from_spec(spec, num_processes: int = 1) -> TrainingPlan:
         save_last_n_epochs=sv.last_n_epochs, save_last_n_steps=sv.last_n_steps,
         sample_every_n_epochs=s.every_n_epochs if s.prompts else None,
         sample_every_n_steps=s.every_n_steps if s.prompts else None, sample_at_first=s.at_first and bool(s.prompts),
-        sample_prompts=len(training_prompts(spec)), sample_size=spec.sample_size, network_dim=spec.network.dim,
+        sample_prompts=spec.training_sample_count, sample_size=spec.sample_size, network_dim=spec.network.dim,
         family=spec.model.family, unet_only=spec.network.unet_only, save_precision=sv.precision,
         output_name=spec.output_name)

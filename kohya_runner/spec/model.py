@@ -429,6 +429,13 @@ class Spec(Group):
         native = 1024 if self.model.family == "sdxl" else 512
         return (self.sampling.width or native, self.sampling.height or native)
 
+    @property
+    def training_sample_count(self) -> int:
+        """Images per sampling round during training: the lines of the rendered prompts file."""
+        from .prompts import training_prompts
+
+        return len(training_prompts(self))
+
 
 def is_group(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Group)
