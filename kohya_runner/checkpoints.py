@@ -158,23 +158,42 @@ class Choice:
 BY = ("score", "loss")
 
 
-def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
-           best_loss: bool = False, by: str = "loss", say=None) -> Choice:
-    """The checkpoint the user names (--epoch/--step), the best one (--best: by score, scoring the run
-    first if it has none, or by the lowest loss), or the run's result."""
+@dataclass
+class SavedRun:
+    """A run that started, with its spec and the checkpoints it saved (oldest first)."""
+    row: Any  # ledger.RunRow
+    spec: Any
+    checkpoints: list[Checkpoint]
+    criterion: str  # the loss tag of Checkpoint.loss
+    epochs_total: int | None
+
+
+def saved_checkpoints(home: Path, ref: str, *, allow_none: bool = False) -> SavedRun:
+    """The run `ref` names and its saved checkpoints. Raises BadInput when it never started, or (unless
+    allow_none) saved no LoRA yet."""
     from .ledger import open_ledger
     from .run import load_spec
 
     row = open_ledger(home).find(ref)
     run_dir = Path(row.run_dir)
-    if not runfolder.of(run_dir).spec.is_file():
-        raise BadInput(f"run {row.run_id} has no spec.json ({run_dir}); it never started. Fix: pick another run")
+    if not runfolder.of(run_dir).spec.is_file() or not runfolder.of(run_dir).config.is_file():
+        raise BadInput(f"run {row.run_id} never started ({row.status}: no spec.json in {run_dir}). "
+                       "Fix: pick another run (`kr runs ls`)")
     spec = load_spec(run_dir)
     epochs_total, steps_total = run_totals(run_dir, row)
     found, tag = list_checkpoints(run_dir, spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
-    if not found:
-        raise BadInput(f"run {row.run_id} saved no LoRA file in {runfolder.of(run_dir).output} ({row.status}). "
+    if not found and not allow_none:
+        raise BadInput(f"run {row.run_id} saved no LoRA file in {runfolder.of(run_dir).output} yet ({row.status}). "
                        "Fix: pick a run that saved checkpoints (`kr runs ls --status succeeded`)")
+    return SavedRun(row, spec, found, tag, epochs_total)
+
+
+def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
+           best_loss: bool = False, by: str = "loss", say=None) -> Choice:
+    """The checkpoint the user names (--epoch/--step), the best one (--best: by score, scoring the run
+    first if it has none, or by the lowest loss), or the run's result."""
+    run = saved_checkpoints(home, ref)
+    row, found, tag = run.row, run.checkpoints, run.criterion
     saved = ", ".join(c.label for c in found)
     if sum([epoch is not None, step is not None, bool(best_loss)]) > 1:
         raise BadInput("give only one of --epoch, --step and --best. Fix: drop the others")

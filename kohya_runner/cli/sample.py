@@ -61,6 +61,8 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
     except ValueError:
         raise BadInput(f"--seeds {seeds!r}: give whole numbers such as 1,2,3") from None
+    if seed_list and not all(0 <= s < 2**32 for s in seed_list):
+        raise BadInput(f"--seeds {seeds!r}: seeds are whole numbers from 0 to {2**32 - 1}")
     request = sample_mod.Request(checkpoints=checkpoints, strengths=sample_mod.parse_strengths(strengths),
                                  kinds=[k.strip() for k in kinds.split(",") if k.strip()], extra_prompts=list(extra),
                                  seeds=seed_list, base=not no_base, max_images=max_images, batch_size=batch_size,

@@ -49,21 +49,11 @@ def prepare(home: Path, ref: str, request: Request, gpus: list[int] | None = Non
     """Everything checked, nothing written: the run, its checkpoints, the plan and the generator."""
     from .. import trainers
     from .._toml import loads_strict
-    from ..checkpoints import best, list_checkpoints, run_totals
-    from ..ledger import open_ledger
-    from ..run import load_spec
+    from ..checkpoints import best, saved_checkpoints
 
-    row = open_ledger(home).find(ref)
+    run = saved_checkpoints(home, ref, allow_none=request.base and request.checkpoints == "none")
+    row, spec, found, epochs_total = run.row, run.spec, run.checkpoints, run.epochs_total
     folder = runfolder.of(row.run_dir)
-    if not folder.spec.is_file() or not folder.config.is_file():
-        raise BadInput(f"run {row.run_id} never started ({row.status}), so it has no checkpoints to sample. "
-                       "Fix: pick another run (`kr runs ls`)")
-    spec = load_spec(Path(row.run_dir))
-    epochs_total, steps_total = run_totals(Path(row.run_dir), row)
-    found, _ = list_checkpoints(Path(row.run_dir), spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
-    if not found and not (request.base and request.checkpoints == "none"):
-        raise BadInput(f"run {row.run_id} saved no LoRA file yet ({row.status}). Fix: wait for its first saved "
-                       "checkpoint, or pick a run that saved some (`kr runs ls --status succeeded`)")
     if request.checkpoints == "best" and request.best_by == "score":
         from ..score import best_checkpoint
 

@@ -24,20 +24,12 @@ PAIRS = 4  # prompts with / without the trigger for selectivity
 def score_run(home: Path, ref: str, *, max_images: int | None = None, gpus: list[int] | None = None,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Score every saved checkpoint of a run; returns what scores.json holds."""
-    from ..checkpoints import list_checkpoints, run_totals
+    from ..checkpoints import saved_checkpoints
     from ..ledger import open_ledger
-    from ..run import load_spec
 
+    run = saved_checkpoints(home, ref)
+    row, spec, checkpoints, epochs_total = run.row, run.spec, run.checkpoints, run.epochs_total
     ledger = open_ledger(home)
-    row = ledger.find(ref)
-    run_dir = Path(row.run_dir)
-    if not runfolder.of(run_dir).spec.is_file():
-        raise BadInput(f"run {row.run_id} never started ({row.status}). Fix: score another run")
-    spec = load_spec(run_dir)
-    epochs_total, steps_total = run_totals(run_dir, row)
-    checkpoints, _ = list_checkpoints(run_dir, spec.output_name, epochs_total=epochs_total, steps_total=steps_total)
-    if not checkpoints:
-        raise BadInput(f"run {row.run_id} saved no LoRA file ({row.status}). Fix: score a run that saved checkpoints")
     if spec.dataset.dir is None or not Path(spec.dataset.dir).is_dir():
         raise BadInput(f"the dataset folder of {row.run_id} ({spec.dataset.dir}) is gone; the scores compare with its "
                        "images. Fix: put the folder back where it was")
@@ -67,7 +59,7 @@ def score_run(home: Path, ref: str, *, max_images: int | None = None, gpus: list
               "seconds": round(time.perf_counter() - started, 2), "probe_seconds": probe.get("seconds"),
               "probe_images": min(len(images), max_images or PROBE_IMAGES, PROBE_IMAGES), "timesteps": TIMESTEPS,
               "how": REASON, "checkpoints": entries}
-    atomic.write_text(runfolder.of(run_dir).scores, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(runfolder.of(row.run_dir).scores, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     ledger.record_scores(row.run_id, entries)
     return result
 
