@@ -95,10 +95,15 @@ def _ensure_samples(home, row, spec, checkpoints, max_images, gpus, say) -> dict
     from ..sample import Request, prepare, run
 
     data = load_run(row, posthoc_images(open_ledger(home), row.run_id))
-    have = {key for key, _ in data.samples}
+    kinds = {r.index: r.kind for r in data.rows}
+    have = {(key, kinds.get(index)) for key, index in data.samples}
     epochs_total = data.row.epochs_total
-    missing = [c for c in checkpoints if _key(c, epochs_total) not in have]
-    base_missing = "e000000" not in have
+
+    def complete(key: str) -> bool:  # samples with and without the trigger (a sanity sample has only the first)
+        return (key, "trigger") in have and ((key, "no-trigger") in have or not (spec.dataset.trigger and spec.sampling.without_trigger))
+
+    missing = [c for c in checkpoints if not complete(_key(c, epochs_total))]
+    base_missing = not complete("e000000")
     if (missing or base_missing) and spec.sampling.prompts:
         names = ",".join(f"s{c.step}" if c.kind == "step" else f"e{c.epoch or epochs_total}" for c in missing)
         request = Request(checkpoints=names or "none", kinds=["trigger", "no-trigger"], base=base_missing,
