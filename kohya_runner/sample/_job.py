@@ -150,21 +150,24 @@ def _run_pass(job: Job, index: int, one: Pass) -> None:
         vae=config.get("vae"), tokenizer_cache_dir=config.get("tokenizer_cache_dir"),
         batch_size=job.request.batch_size, precision=precision)
     log = job.folder / f"pass-{index:02d}.log"
-    started = time.monotonic()
+    env = {**trainers.full_env(launch), "PYTHONUNBUFFERED": "1"}  # its log lines tell when generation starts
     with open(log, "ab") as console:
-        process = subprocess.Popen(argv, cwd=job.folder, env=trainers.full_env(launch), stdout=console,
+        process = subprocess.Popen(argv, cwd=job.folder, env=env, stdout=console,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     seen: dict[str, float] = {}
+    generating: list[float] = []  # when the generator logged its first prompt: the models are loaded
     try:
         while process.poll() is None:
             _look(job.folder, one.cells, seen)
+            if not generating and _first_prompt_logged(log):
+                generating.append(time.monotonic())
             time.sleep(POLL)
     except KeyboardInterrupt:
         GroupStopper(process.pid, (10.0, 5.0)).run()
-        _finish_cells(job.folder, one.cells, seen, started)
+        _finish_cells(job.folder, one.cells, seen, generating[0] if generating else None)
         raise
     _look(job.folder, one.cells, seen)
-    _finish_cells(job.folder, one.cells, seen, started)
+    _finish_cells(job.folder, one.cells, seen, generating[0] if generating else None)
     missing = [c.file for c in one.cells if not c.done]
     if process.returncode != 0 or missing:
         tail = _tail(log)
@@ -181,10 +184,19 @@ def _look(folder: Path, cells: list[Cell], seen: dict[str, float]) -> None:
                 seen[entry.name] = now
 
 
-def _finish_cells(folder: Path, cells: list[Cell], seen: dict[str, float], started: float) -> None:
+def _first_prompt_logged(log: Path) -> bool:
+    """gen_img.py (and the tiny one) log "prompt 1/N: …" once the models are loaded, as generation starts."""
+    try:
+        with open(log, "rb") as handle:
+            return b"prompt 1/" in handle.read(4 * 1024 * 1024)
+    except OSError:
+        return False
+
+
+def _finish_cells(folder: Path, cells: list[Cell], seen: dict[str, float], generating: float | None) -> None:
     """Mark the images that exist and give each its generation time: a group of the same strength took
-    (its last image's time - the previous group's last) / its size; the first group, whose first batch
-    also paid for loading the models, is timed from its second batch on."""
+    (its last image's time - the previous group's last, or for the first group the moment generation
+    started) / its size; without that moment the first group is timed from its second batch on."""
     for cell in cells:
         cell.done = (folder / cell.file).is_file()
     groups: list[list[Cell]] = []
@@ -199,6 +211,8 @@ def _finish_cells(folder: Path, cells: list[Cell], seen: dict[str, float], start
         times = sorted(seen[c.file] for c in group)
         if previous_end is not None:
             seconds = (times[-1] - previous_end) / len(group)
+        elif generating is not None and generating < times[0]:
+            seconds = (times[-1] - generating) / len(group)
         else:
             first_batch = [t for t in times if t - times[0] <= BATCH_GAP]
             rest = len(times) - len(first_batch)

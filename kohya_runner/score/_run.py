@@ -37,6 +37,9 @@ def score_run(home: Path, ref: str, *, max_images: int | None = None, gpus: list
     if not images:
         raise BadInput(f"{spec.dataset.dir} has no captioned image to score against. Fix: check the folder")
     backend = row.backend or ("tiny" if spec.model.base == "tiny" else "sd-scripts")
+    if backend == "sd-scripts" and not gpus:
+        say("note: scoring a real model on the CPU is slow (SDXL: minutes per checkpoint, ~20 GB RAM); "
+            "--max-images N makes it lighter")
     started = time.perf_counter()
     samples = _ensure_samples(home, row, spec, checkpoints, max_images, gpus, say)
     say(f"probing {len(checkpoints)} checkpoint(s) against the base ({backend})")
