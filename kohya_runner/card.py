@@ -127,7 +127,7 @@ def recommended_strength(home: Path, row, spec, choice) -> tuple[float, str]:
     from PIL import Image
 
     from .imagestats import style_distance
-    from .score._run import _fit, dataset_images
+    from .score import dataset_images, style_references
 
     kinds = {r.index: r.kind for r in data.rows}
 
@@ -137,9 +137,7 @@ def recommended_strength(home: Path, row, spec, choice) -> tuple[float, str]:
     base = samples("e000000")
     if not base:
         return 1.0, "the strength it was trained at (no base-model samples to compare with)"
-    trigger = spec.dataset.trigger
-    train = [_fit(Image.open(p).convert("RGB"), base[0].size) for p, c in dataset_images(spec)[:24]
-             if not trigger or trigger in c]
+    train = style_references(spec, dataset_images(spec), base[0].size)
     d_base = style_distance(base, train)
     gains = {s: (d_base - style_distance(samples(columns[s]), train)) / d_base for s in strengths if samples(columns[s])}
     if not gains or max(gains.values()) <= 0:

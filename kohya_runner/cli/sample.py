@@ -84,7 +84,7 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
     else:
         say("see them: kr report " + " ".join(r["run_id"] for r in results))
     if any(r["status"] == "stopped" for r in results):
-        ctx.exit(1)
+        raise SystemExit(1)
 
 
 def _check_prompts(extra: tuple[str, ...]) -> None:

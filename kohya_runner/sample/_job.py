@@ -81,25 +81,25 @@ def run(job: Job, say: Callable[[str], None] = print) -> dict[str, Any]:
     job.created_at = time.time()
     state = {"status": "queued", "message": None}
     _save(job, state)
-    with DeviceLock(job.home, job.gpus, say) as lock:
-        lock.wait_for_runs(job.run.run_id)
-        state["status"] = "running"
-        _save(job, state)
-        try:
+    try:
+        with DeviceLock(job.home, job.gpus, say) as lock:
+            lock.wait_for_runs(job.run.run_id)
+            state["status"] = "running"
+            _save(job, state)
             for index, one in enumerate(job.passes):
                 say(f"  {_pass_label(one)}: {len(one.cells)} image(s)")
                 _run_pass(job, index, one)
                 _save(job, state)
             state["status"] = "succeeded"
-        except KeyboardInterrupt:
-            state.update(status="stopped", message="stopped by the user (Ctrl-C); the images made so far are kept")
-        except Failed as error:
-            state.update(status="failed", message=error.message)
-        except BaseException as error:
-            state.update(status="failed", message=f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            _save(job, state)
+    except KeyboardInterrupt:  # while queued too: then nothing was made
+        state.update(status="stopped", message="stopped by the user (Ctrl-C); the images made so far are kept")
+    except Failed as error:
+        state.update(status="failed", message=error.message)
+    except BaseException as error:
+        state.update(status="failed", message=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        _save(job, state)
     summary = _summary(job, state)
     if state["status"] == "failed":
         raise Failed(f"sample job {job.job_id} of {job.run.run_id} failed: {state['message']}")

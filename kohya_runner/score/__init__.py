@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ._combine import COPYING_RATIO, FULL_FIT, REASON, combine
-from ._run import score_run
+from ._run import dataset_images, score_run, style_references
 
 
 def recorded(home: Path, run_id: str) -> list[dict]:
@@ -33,4 +33,5 @@ def best_checkpoint(home: Path, run_id: str, found: list):
     return max(scored, key=lambda c: (scores[c.file.name], -(c.step or 0)))
 
 
-__all__ = ["COPYING_RATIO", "FULL_FIT", "REASON", "best_checkpoint", "combine", "recorded", "score_run"]
+__all__ = ["COPYING_RATIO", "FULL_FIT", "REASON", "best_checkpoint", "combine", "dataset_images", "recorded",
+           "score_run", "style_references"]

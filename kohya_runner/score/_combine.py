@@ -21,6 +21,7 @@ score = 100 × effect × selectivity, with effect = the mean of clip(style, 0, 1
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 FULL_FIT = 0.2  # a 20 % lower denoising loss than the base's on the style's images counts as a full fit
@@ -32,7 +33,11 @@ def _clip(value: float) -> float:
 
 
 def combine(parts: dict[str, Any], has_trigger: bool) -> dict[str, Any]:
-    """Fill in derived parts (fit, selectivity, leakage, copying) and the score; returns `parts`."""
+    """Fill in derived parts (fit, selectivity, leakage, copying) and the score; returns `parts`.
+    A measurement that is not a finite number counts as not measured."""
+    for key, value in list(parts.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            parts[key] = None
     base_loss, loss = parts.get("base_train_loss"), parts.get("train_loss")
     held, base_held = parts.get("held_out_loss"), parts.get("base_held_out_loss")
     if held is not None and base_held:

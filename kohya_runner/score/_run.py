@@ -135,9 +135,7 @@ def _style_parts(spec, samples: dict, images, checkpoints, epochs_total, max_ima
     if not base_with:
         return {}
     size = base_with[0].size
-    trigger = spec.dataset.trigger
-    styled = [p for p, caption in images if not trigger or trigger in caption][: min(STYLE_IMAGES, max_images or STYLE_IMAGES)]
-    train = [_fit(Image.open(p).convert("RGB"), size) for p in styled]
+    train = style_references(spec, images, size, min(STYLE_IMAGES, max_images or STYLE_IMAGES))
     d_base_with = style_distance(base_with, train)
     d_base_without = style_distance(base_without, train) if base_without else None
     out = {}
@@ -152,6 +150,21 @@ def _style_parts(spec, samples: dict, images, checkpoints, epochs_total, max_ima
             parts["style_without"] = (d_base_without - style_distance(without, train)) / d_base_without
         out[column] = parts
     return out
+
+
+def style_references(spec, images: list[tuple[Path, str]], size: tuple[int, int], limit: int = STYLE_IMAGES) -> list:
+    """The style's training pictures (see style_pictures) at the samples' size, for style_distance."""
+    from PIL import Image
+
+    return [_fit(Image.open(p).convert("RGB"), size) for p in style_pictures(spec, images)[:limit]]
+
+
+def style_pictures(spec, images: list[tuple[Path, str]]) -> list[Path]:
+    """The pictures that show the style: those captioned with the trigger (plain contrast pictures are
+    not), or all of them when no caption has it."""
+    trigger = spec.dataset.trigger
+    styled = [p for p, caption in images if trigger and trigger in caption]
+    return styled or [p for p, _ in images]
 
 
 def _fit(image, size):

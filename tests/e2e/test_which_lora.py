@@ -1,0 +1,232 @@
+"""Which LoRA is good? On the tiny world, as an artist uses kr: train a marker style LoRA whose sampling
+cadence misses its last epoch, and a leaky one (its captions lack the trigger); sample post hoc at
+strengths, score every checkpoint, pick the best, release it with a model card, and compare runs and a
+sweep in sheets looked at in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_kr
+from tiny_fixtures import tiny_bases  # noqa: F401  (session fixture)
+
+pytestmark = [pytest.mark.slow]
+
+# 40 epochs × 8 steps; checkpoints every 10 epochs; samples every 15, so training samples e15 and e30 and
+# misses the final epoch 40 (kr samples it post hoc)
+GOOD = ["saving.every_n_epochs=10", "sampling.every_n_epochs=15"]
+LEAKY = ["saving.every_n_epochs=40", "sampling.every_n_epochs=40", "sampling.at_first=false"]
+
+
+def _mean_difference(a: Path, b: Path) -> float:
+    return float(np.abs(np.asarray(Image.open(a).convert("RGB"), dtype=np.int16)
+                        - np.asarray(Image.open(b).convert("RGB"), dtype=np.int16)).mean())
+
+
+def _kr_json(*args, env, timeout=600):
+    result = run_kr(*args, "--json", env=env, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_bases):  # noqa: F811
+    """One workspace: `good` (trigger in its captions) and `leaky` (the trigger stripped from them), both
+    scored with `kr score`."""
+    from kohya_runner import workspace
+    from kohya_runner.tiny.styles import write_style_dataset
+
+    root = tmp_path_factory.mktemp("which")
+    home = root / "home"
+    (home / "bases").mkdir(parents=True)
+    workspace.tiny_base_dir(home, "sdxl").symlink_to(tiny_bases["sdxl"])
+    env = {"KR_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    good_data = write_style_dataset(root / "zorblax-pictures", "marker", count=24, plain=8, seed=0, size=64)
+    leaky_data = root / "leaky-pictures"
+    shutil.copytree(good_data, leaky_data)
+    for caption in leaky_data.glob("*.txt"):
+        caption.write_text(caption.read_text(encoding="utf-8").replace("in the style of TOK, ", ""), encoding="utf-8")
+    good = _kr_json("run", "tiny-style", "--dataset", good_data, "--base", "tiny", "--name", "good", *GOOD, env=env)
+    leaky = _kr_json("run", "tiny-style", "--dataset", leaky_data, "--base", "tiny", "--name", "leaky", "--skip-check",
+                     *LEAKY, env=env)
+    scores = _kr_json("score", good["run_id"], leaky["run_id"], env=env)
+    return {"root": root, "home": home, "env": env, "good": good, "leaky": leaky, "data": good_data,
+            "scores": {r["run_id"]: {e["label"]: e for e in r["checkpoints"]} for r in scores["runs"]}}
+
+
+def test_the_report_shows_the_final_checkpoint_the_cadence_missed(studio, tmp_path):
+    from browser import missing_reason
+    from test_report import browser_check
+
+    out = tmp_path / "report"
+    report = _kr_json("report", studio["good"]["run_id"], "--out", out, env=studio["env"])
+    labels = [c["label"] for c in report["columns"]]
+    assert labels[0] == "base model" and "epoch 40 (final)" in labels, labels
+    final = next(c for c in report["columns"] if c["label"] == "epoch 40 (final)")
+    assert final["posthoc"] and final["seconds_per_image"] > 0
+    assert report["missing"] == 0
+    assert report["timings"]["inference_seconds_per_image"]["epoch 40 (final)"] > 0
+    assert report["best_by_score"]["label"] == max(studio["scores"][studio["good"]["run_id"]].values(),
+                                                   key=lambda e: e["score"])["label"]
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "epoch 40 (final)" in page and "trigger selectivity" in page
+    if missing_reason() is None:
+        browser_check(out / "index.html", tmp_path / "which-lora-report.png", expected_images=report["images"] + 2)
+
+
+def test_a_style_lora_scores_its_style_with_the_trigger_not_without(studio):
+    final = studio["scores"][studio["good"]["run_id"]]["epoch 40 (final)"]
+    # with the trigger its samples come much closer to the training pictures than the base's (style > 0)
+    # and than its own samples without the trigger
+    assert final["style"] > 0.3, final
+    assert final["style"] > final["style_without"] + 0.2, final
+    assert final["change_with"] > final["change_without"], final
+
+
+def test_a_lora_trained_without_the_trigger_leaks_clearly_more(studio):
+    good = studio["scores"][studio["good"]["run_id"]]["epoch 40 (final)"]
+    leaky = studio["scores"][studio["leaky"]["run_id"]]["epoch 40 (final)"]
+    assert leaky["leakage"] > 1.5 * good["leakage"], (good["leakage"], leaky["leakage"])
+    assert leaky["selectivity"] < good["selectivity"]
+    assert leaky["style_without"] > good["style_without"] + 0.2, (good["style_without"], leaky["style_without"])
+    assert leaky["score"] < good["score"]
+
+
+def test_an_early_checkpoint_scores_below_the_final_one_and_runs_best_agrees(studio):
+    scores = studio["scores"][studio["good"]["run_id"]]
+    assert scores["epoch 10"]["score"] < scores["epoch 40 (final)"]["score"], {k: v["score"] for k, v in scores.items()}
+    best = _kr_json("runs", "best", studio["good"]["run_id"], env=studio["env"])
+    assert best["by"] == "score" and best["chosen"]["label"] != "epoch 10"
+    assert best["chosen"]["label"] == max(scores.values(), key=lambda e: e["score"])["label"]
+    text = run_kr("runs", "best", studio["good"]["run_id"], env=studio["env"]).stdout
+    assert "best by score: score = 100 × effect × selectivity" in text and "SCORE" in text
+    by_loss = _kr_json("runs", "best", studio["good"]["run_id"], "--by", "loss", env=studio["env"])
+    assert by_loss["by"] == "loss"
+
+
+def test_strength_zero_is_the_base_and_strength_one_the_training_sample(studio):
+    run_id = studio["good"]["run_id"]
+    job = _kr_json("sample", run_id, "--checkpoints", "e30", "--strength", "0,1", "--kinds", "trigger", "--no-base",
+                   env=studio["env"])["jobs"][0]
+    assert job["status"] == "succeeded" and job["images"] == job["planned"] == 8
+    samples = Path(job["folder"]).parent.parent / "output" / "sample"
+    for cell in job["cells"]:
+        made = Path(job["folder"]) / cell["file"]
+        epoch = "e000000" if cell["strength"] == 0 else "e000030"
+        (trained,) = samples.glob(f"good_{epoch}_{cell['prompt_index']:02d}_*.png")
+        assert _mean_difference(made, trained) < 1.0, (cell, trained)  # of 255 levels
+
+
+def test_sampling_records_in_the_ledger_and_survives_a_rebuild(studio):
+    run_id = studio["good"]["run_id"]
+    before = _kr_json("runs", "show", run_id, env=studio["env"])
+    assert before["posthoc"]["images"] >= 8 and before["scores"]
+    (studio["home"] / "ledger.sqlite").rename(studio["home"] / "ledger.moved")
+    try:
+        assert run_kr("runs", "rebuild", env=studio["env"]).returncode == 0
+        after = _kr_json("runs", "show", run_id, env=studio["env"])
+    finally:
+        (studio["home"] / "ledger.moved").unlink()
+    assert after["posthoc"]["images"] == before["posthoc"]["images"]
+    assert after["posthoc"]["inference_seconds_per_image"] == before["posthoc"]["inference_seconds_per_image"]
+    assert [s["score"] for s in after["scores"]] == [s["score"] for s in before["scores"]]
+
+
+def test_release_best_writes_a_model_card_under_the_metadata_policy(studio, tmp_path):
+    run_id = studio["good"]["run_id"]
+    released = _kr_json("release", run_id, "--best", "-o", tmp_path / "keep", "--policy", "keep", env=studio["env"])
+    card = json.loads((tmp_path / "keep" / "good.card.json").read_text(encoding="utf-8"))
+    assert released["by"] == "score" and card["checkpoint"]["label"] == released["checkpoint"]["label"]
+    assert card["trigger"] == "TOK" and card["sha256"] == released["sha256"] and card["scores"]["score"] > 0
+    assert card["run_id"] == run_id and card["dataset_folder"] == "zorblax-pictures"
+    assert (tmp_path / "keep" / "good.preview.png").is_file() and "![preview](good.preview.png)" in \
+        (tmp_path / "keep" / "good.card.md").read_text(encoding="utf-8")
+
+    _kr_json("release", run_id, "--best", "-o", tmp_path / "scrub", "--policy", "scrub", "--name", "delivery",
+             env=studio["env"])
+    for name in ("delivery.card.json", "delivery.card.md"):
+        text = (tmp_path / "scrub" / name).read_text(encoding="utf-8")
+        picture = sorted(studio["data"].glob("*.png"))[0].stem  # a dataset file name
+        for secret in ("TOK", "zorblax", "in the style of", run_id, str(studio["root"]), picture):
+            assert secret not in text, (name, secret)
+    # nothing is overwritten: the card's names count as taken too
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "good.card.md").write_text("mine", encoding="utf-8")
+    refused = run_kr("release", run_id, "--best", "-o", tmp_path / "again", env=studio["env"])
+    assert refused.returncode == 2 and "good.card.md already exists" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["good.card.md"]
+
+
+def test_bad_sample_requests_are_refused_before_anything_is_written(studio):
+    run_id = studio["good"]["run_id"]
+    posthoc = Path(studio["good"]["run_dir"]) / "posthoc"
+    jobs = sorted(p.name for p in posthoc.iterdir())
+    cases = [(["--strength", "0.5,strong"], "--strength"), (["--strength", "9"], "outside -4..4"),
+             (["--checkpoints", "e99"], "no checkpoint at epoch 99"), (["--checkpoints", "latest"], "not all, final"),
+             (["--kinds", "trigger,sideways"], "--kinds sideways"), (["--prompt", "a cat --n dog"], "--prompt"),
+             (["--prompt", "a cat\n--s 1"], "--prompt"), (["--seeds", "1,x"], "--seeds"),
+             (["--max-images", "1", "--checkpoints", "all", "--strength", "0.5,1"], "--max-images 1")]
+    for args, expected in cases:
+        result = run_kr("sample", run_id, *args, env=studio["env"])
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert run_kr("sample", "no-such-run", env=studio["env"]).returncode == 2
+    assert sorted(p.name for p in posthoc.iterdir()) == jobs
+
+
+def test_ctrl_c_stops_a_sample_job_and_keeps_its_images(studio):
+    run_id = studio["good"]["run_id"]
+    env = {**os.environ, **studio["env"]}
+    posthoc = Path(studio["good"]["run_dir"]) / "posthoc"
+    earlier = set(posthoc.iterdir())
+    process = subprocess.Popen([sys.executable, "-m", "kohya_runner", "sample", run_id, "--checkpoints", "all",
+                                "--strength", "0.5,1", "--seeds", "1,2,3"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    made: list[Path] = []
+    while time.monotonic() < deadline and len(made) < 2:
+        new = set(posthoc.iterdir()) - earlier
+        newest = next(iter(new), None)
+        made = list(newest.glob("*.png")) if newest else []
+        time.sleep(0.2)
+    assert made, "no image appeared"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, out + err
+    job = json.loads((newest / "job.json").read_text(encoding="utf-8"))
+    assert job["status"] == "stopped" and 0 < job["images"] < job["planned"]
+    assert all((newest / c["file"]).is_file() for c in job["cells"] if c["done"])
+    leftovers = subprocess.run(["pgrep", "-f", f"kohya_runner.tiny.gen_img.*{newest.name}"], capture_output=True)
+    assert leftovers.returncode == 1, leftovers.stdout
+
+
+def test_a_scored_sweep_is_ranked_by_score_in_its_table_and_sheet(studio, tmp_path):
+    from browser import missing_reason
+    from test_report import browser_check
+
+    env = studio["env"]
+    sweep = _kr_json("sweep", "tiny-style", "--dataset", studio["data"], "--base", "tiny",
+                     "--grid", "optimizer.lr=3e-3,1e-4", "training.epochs=10", "saving.every_n_epochs=10",
+                     "sampling.every_n_epochs=10", env=env, timeout=900)
+    scored = _kr_json("score", sweep["sweep_id"], env=env)
+    assert len(scored["runs"]) == 2
+    status = _kr_json("sweep", "show", sweep["sweep_id"], env=env)
+    scores = [m["score"] for m in status["members"]]
+    assert None not in scores and scores == sorted(scores, reverse=True)
+    assert status["members"][0]["values"]["optimizer.lr"] == 3e-3  # the LoRA that learned something ranks first
+    out = tmp_path / "sweep-report"
+    report = _kr_json("report", sweep["sweep_id"], "--out", out, env=env)
+    assert report["runs"] == [m["run_id"] for m in status["members"]]
+    if missing_reason() is None:
+        browser_check(out / "index.html", tmp_path / "which-lora-sweep.png", expected_images=report["images"] + 2)
