@@ -176,7 +176,7 @@ def saved_checkpoints(home: Path, ref: str, *, allow_none: bool = False) -> Save
 
     row = open_ledger(home).find(ref)
     run_dir = Path(row.run_dir)
-    if not runfolder.of(run_dir).spec.is_file() or not runfolder.of(run_dir).config.is_file():
+    if not runfolder.of(run_dir).spec.is_file():
         raise BadInput(f"run {row.run_id} never started ({row.status}: no spec.json in {run_dir}). "
                        "Fix: pick another run (`kr runs ls`)")
     spec = load_spec(run_dir)

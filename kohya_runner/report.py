@@ -704,7 +704,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
         samples = [data.samples.get((final.key, per_run[i][key])) if final and key in per_run[i] else None
                    for key in order]
         diffs = [f"{k} = {show_value(flats[i].get(k, ABSENT))}" for k in varying]
-        sub = diffs + [f"final: {final.label}" if final else "no samples after the base",
+        sub = diffs + [f"final: {final.label.replace(' (final)', '')}" if final else "no samples after the base",
                        f"loss/average {data.row.loss:.4f}" if data.row.loss is not None else "loss –"]
         if data.top_score:
             sub.append(f"score {data.top_score['score']:.1f} ({data.top_score.get('label')})")

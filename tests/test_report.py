@@ -213,14 +213,14 @@ def test_step_columns_no_base_and_preset_difference(kr, home):
 
 def test_runs_best_picks_the_lowest_loss(kr, home):
     row = make_run(home, subjects=1, epochs=6, every=2, size=64)
-    data = kr.json("runs", "best", row.run_id)
-    assert data["criterion"] == "loss/epoch_average" and data["how"] == "best"
+    data = kr.json("runs", "best", row.run_id, "--by", "loss")
+    assert data["criterion"] == "loss/epoch_average" and data["how"] == "best" and data["by"] == "loss"
     losses = {c["epoch"]: c["loss"] for c in data["checkpoints"]}
     assert sorted(losses) == [2, 4, 6]
     assert data["chosen"]["epoch"] == min(losses, key=losses.get)
     assert kr.json("runs", "best", row.run_id, "--epoch", "4")["chosen"]["file"].endswith("tiny-demo-000004.safetensors")
-    text = kr("runs", "best", row.run_id, ok=True).output
-    assert "← best" in text and "kr release" in text
+    text = kr("runs", "best", row.run_id, "--by", "loss", ok=True).output
+    assert "← best" in text and "kr release" in text and "best by loss" in text
     missing = kr("runs", "best", row.run_id, "--epoch", "3")
     assert missing.exit_code == 2 and "saved: epoch 2, epoch 4, epoch 6 (final)" in missing.output
 
@@ -392,7 +392,7 @@ def test_tiny_run_report_opens_offline_in_chromium(tiny_run, tmp_path):
     data = json.loads(result.stdout)
     # 2 subjects × (with trigger, without, tiny-demo's variant) = 6 rows; base model, epoch 2, epoch 4
     assert len(data["rows"]) == 6 and data["missing"] == 0 and data["images"] == 18
-    assert [c["label"] for c in data["columns"]] == ["base model", "epoch 2", "epoch 4"]
+    assert [c["label"] for c in data["columns"]] == ["base model", "epoch 2", "epoch 4 (final)"]
     assert [c["checkpoint"] for c in data["columns"]] == [None, "tiny-demo-000002.safetensors", "tiny-demo.safetensors"]
     assert all(c["loss"] is not None for c in data["columns"][1:])
     assert sum(c["best"] for c in data["columns"]) == 1
@@ -436,7 +436,8 @@ def test_release_best_and_chosen_epochs_of_a_real_run(tiny_run, tmp_path):
     default = run_kr("release", row["run_id"], "--epoch", "2", "-o", out, env=env)
     assert default.returncode == 0, default.stderr
     assert "epoch 2" in default.stdout and (out / "tiny-demo.safetensors").is_file()
-    assert sorted(p.name for p in out.iterdir()) == ["client-style.safetensors", "tiny-demo.safetensors"]
+    cards = [f"{stem}{suffix}" for stem in ("client-style", "tiny-demo") for suffix in (".card.json", ".card.md", ".preview.png")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["client-style.safetensors", "tiny-demo.safetensors", *cards])
     spec_policy = json.loads((Path(row["run_dir"]) / "spec.json").read_text())["privacy"]["metadata"]
     assert f"metadata policy {spec_policy}" in default.stdout
 

@@ -13,6 +13,14 @@ from ._plan import Request
 def after_training(home: Path, run_id: str, say: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Sample the final checkpoint when training missed it ('missing'), or the full grid and the scores
     ('grid'). A failure here is reported, never fatal: the run itself succeeded."""
+    try:
+        return _after_training(home, run_id, say)
+    except KrError as error:  # e.g. a damaged ledger: the run's own outcome is already recorded in its folder
+        say(f"post-hoc sampling skipped: {error.message}")
+        return None
+
+
+def _after_training(home: Path, run_id: str, say: Callable[[str], None]) -> dict[str, Any] | None:
     from ..ledger import open_ledger
     from ..run import load_spec
     from ._job import prepare, run

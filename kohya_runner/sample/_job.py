@@ -54,6 +54,9 @@ def prepare(home: Path, ref: str, request: Request, gpus: list[int] | None = Non
     run = saved_checkpoints(home, ref, allow_none=request.base and request.checkpoints == "none")
     row, spec, found, epochs_total = run.row, run.spec, run.checkpoints, run.epochs_total
     folder = runfolder.of(row.run_dir)
+    if not folder.config.is_file():
+        raise BadInput(f"run {row.run_id} has no config.toml in {row.run_dir}, so kr cannot tell which base it trained "
+                       "on. Fix: sample another run")
     if request.checkpoints == "best" and request.best_by == "score":
         from ..score import best_checkpoint
 

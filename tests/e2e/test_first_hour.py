@@ -36,6 +36,11 @@ def test_shipped_style_preset_runs_on_the_tiny_base_with_a_name(home, images):
     assert 'resolution = "64,64"' in config and 'mixed_precision = "no"' in config
     assert "--w 64 --h 64" in prompts and "--s 20" in prompts
     assert took < 240, f"the marker preset on the tiny base took {took:.0f} s"
+    # lean loop (a sanity pair during training), then the full grid post hoc and the scores
+    lines = [line for line in prompts.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) == 2 and all("TOK" in line for line in lines) and "sampling the post-hoc grid" in result.stderr
+    show = json.loads(run_kr("runs", "show", rows[0]["run_id"], "--json", env={"KR_HOME": str(home)}).stdout)
+    assert show["posthoc"]["images"] == 54 and show["scores"] and show["scores"][0]["score"] is not None
 
 
 def test_home_flag_after_the_subcommand(tmp_path):
@@ -54,8 +59,10 @@ def test_doctor_knows_the_tiny_backend(home):
 
 
 def test_shipped_style_preset_sweeps_on_the_tiny_base(home, images):
+    # the post-hoc grid and scores of the preset are tested by the run above and in test_which_lora
     result = run_kr("sweep", "marker", "--dataset", images, "--base", "tiny", "--grid", "network.dim=4,8",
-                    "training.epochs=1", "--max-parallel", "2", "--json", timeout=600, env={"KR_HOME": str(home)})
+                    "training.epochs=1", "evaluation.after_training=missing", "--max-parallel", "2", "--json",
+                    timeout=600, env={"KR_HOME": str(home)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "native scale" in result.stderr  # fitted like `kr run`, said once
     assert [m["status"] for m in json.loads(result.stdout)["members"]] == ["succeeded", "succeeded"]

@@ -217,8 +217,8 @@ def test_a_scored_sweep_is_ranked_by_score_in_its_table_and_sheet(studio, tmp_pa
 
     env = studio["env"]
     sweep = _kr_json("sweep", "tiny-style", "--dataset", studio["data"], "--base", "tiny",
-                     "--grid", "optimizer.lr=3e-3,1e-4", "training.epochs=10", "saving.every_n_epochs=10",
-                     "sampling.every_n_epochs=10", env=env, timeout=900)
+                     "--grid", "optimizer.lr=3e-3,1e-4", "training.epochs=6", "saving.every_n_epochs=6",
+                     "sampling.every_n_epochs=6", env=env, timeout=900)
     scored = _kr_json("score", sweep["sweep_id"], env=env)
     assert len(scored["runs"]) == 2
     status = _kr_json("sweep", "show", sweep["sweep_id"], env=env)
