@@ -139,6 +139,14 @@ def load_spec(run_dir: Path) -> Spec:
     return Spec.model_validate_json(runfolder.of(run_dir).spec.read_text(encoding="utf-8"))
 
 
+def load_options(run_dir: Path) -> dict[str, Any]:
+    """The run's config.toml as sd-scripts reads it: one flat namespace (section names are cosmetic)."""
+    from ._toml import loads_strict
+
+    sections = loads_strict(runfolder.of(run_dir).config.read_text(encoding="utf-8"))
+    return {k: v for section in sections.values() if isinstance(section, dict) for k, v in section.items()}
+
+
 def load_launch(run_dir: Path):
     from .trainers import Launch
 

@@ -48,8 +48,8 @@ class Job:
 def prepare(home: Path, ref: str, request: Request, gpus: list[int] | None = None) -> Job:
     """Everything checked, nothing written: the run, its checkpoints, the plan and the generator."""
     from .. import trainers
-    from .._toml import loads_strict
     from ..checkpoints import best, saved_checkpoints
+    from ..run import load_options
 
     run = saved_checkpoints(home, ref, allow_none=request.base and request.checkpoints == "none")
     row, spec, found, epochs_total = run.row, run.spec, run.checkpoints, run.epochs_total
@@ -69,9 +69,7 @@ def prepare(home: Path, ref: str, request: Request, gpus: list[int] | None = Non
     bad = sorted(set(request.kinds) - {"trigger", "no-trigger", "variants"})
     if bad:
         raise BadInput(f"--kinds {','.join(bad)} is not a prompt form. Fix: use trigger, no-trigger and/or variants")
-    sections = loads_strict(folder.config.read_text(encoding="utf-8"))
-    # sd-scripts flattens the sections into one namespace (their names are cosmetic)
-    config = {k: v for section in sections.values() if isinstance(section, dict) for k, v in section.items()}
+    config = load_options(Path(row.run_dir))
     passes = build(spec, chosen, request, epochs_total)
     backend = row.backend or ("tiny" if spec.model.base == "tiny" else "sd-scripts")
     trainers.generator_for(backend, home, gpus)  # sd-scripts installed and complete, else BadInput now

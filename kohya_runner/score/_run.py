@@ -184,10 +184,9 @@ def _fit(image, size):
 
 def _probe(home, row, spec, checkpoints, images, backend, gpus, max_images) -> dict:
     from .. import trainers
-    from .._toml import loads_strict
+    from ..run import load_options
 
-    sections = loads_strict(runfolder.of(row.run_dir).config.read_text(encoding="utf-8"))
-    config = {k: v for section in sections.values() if isinstance(section, dict) for k, v in section.items()}
+    config = load_options(Path(row.run_dir))
     held = _held_out(spec, [p for p, _ in images])
     chosen = images[: min(PROBE_IMAGES, max_images or PROBE_IMAGES)]
     held_chosen = [(p, c) for p, c in images if p in held][:PROBE_IMAGES // 2]
