@@ -230,3 +230,23 @@ def test_a_scored_sweep_is_ranked_by_score_in_its_table_and_sheet(studio, tmp_pa
     assert report["runs"] == [m["run_id"] for m in status["members"]]
     if missing_reason() is None:
         browser_check(out / "index.html", tmp_path / "which-lora-sweep.png", expected_images=report["images"] + 2)
+
+
+def test_one_sample_job_per_device_the_next_one_waits(studio):
+    import fcntl
+
+    run_id = studio["good"]["run_id"]
+    lock_path = studio["home"] / "locks" / "cpu.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another job is generating on this device
+        process = subprocess.Popen([sys.executable, "-m", "kohya_runner", "sample", run_id, "--kinds", "trigger",
+                                    "--no-base", "--max-images", "1"], env={**os.environ, **studio["env"]},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6)
+        assert process.poll() is None, process.communicate()
+        jobs = sorted((Path(studio["good"]["run_dir"]) / "posthoc").glob("sample-*/job.json"))
+        assert json.loads(jobs[-1].read_text(encoding="utf-8"))["status"] == "queued"
+    out, err = process.communicate(timeout=120)  # the lock is free: it runs
+    assert process.returncode == 0, out + err
+    assert "queued: another sample job is using cpu" in out and "succeeded: 1/1" in out
