@@ -85,6 +85,7 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
     before either exists; a failure while writing the folder finishes the row as failed."""
     backend = backend_for(spec, options)
     validate(home, spec, options)
+    spec = with_absolute_dataset(spec)
     from . import doctor
 
     doctor.workspace_space_check(home, spec)  # a full or read-only workspace: refused before the row exists
@@ -108,6 +109,17 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
         ledger.finish(row.run_id, "failed", reason="setup", hint=str(error)[:500])
         raise
     return ledger.get(row.run_id)
+
+
+def with_absolute_dataset(spec: Spec) -> Spec:
+    """The spec with its dataset folder as an absolute path: what spec.json records must not depend on the
+    folder kr was started from (post-hoc sampling and scoring read the dataset later, from anywhere)."""
+    if not spec.dataset.dir:
+        return spec
+    absolute = str(render.resolve_dataset_dir(spec))
+    if absolute == spec.dataset.dir:
+        return spec
+    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"dir": absolute})})
 
 
 def launch_for(home: Path, spec: Spec, row: RunRow, options: RunOptions):

@@ -95,3 +95,15 @@ def test_read_only_commands_leave_a_missing_workspace_missing(tmp_path):
         assert result.exit_code == 2 and f"no kr workspace at {missing}" in result.output, (args, result.output)
     assert kr("sweep", "ls").exit_code == 0
     assert not missing.exists()
+
+
+def test_the_recorded_spec_holds_the_dataset_folder_as_an_absolute_path(tmp_path, monkeypatch):
+    # post-hoc sampling and scoring read the dataset later, from any folder: spec.json must not be relative
+    from kohya_runner.run import with_absolute_dataset
+    from kohya_runner.spec import build_spec
+
+    (tmp_path / "pictures").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = with_absolute_dataset(build_spec({"dataset": {"dir": "./pictures"}}))
+    assert spec.dataset.dir == str(tmp_path / "pictures")
+    assert with_absolute_dataset(build_spec({})).dataset.dir is None
