@@ -43,6 +43,7 @@ def build(home: Path, row, spec, choice, release: dict[str, Any], policy: str) -
         "checkpoint": {"label": choice.checkpoint.label, "epoch": choice.checkpoint.epoch, "step": choice.checkpoint.step},
         "chosen": {"how": choice.how, "by": choice.by if choice.how == "best" else None, "reason": choice.reason or None},
         "scores": _public_scores(scores),
+        "ratings": _ratings(home, row.run_id, choice, policy),
         "training": {"steps": row.steps_done, "epochs": row.epoch, "rank": spec.network.dim,
                      "alpha": spec.network.alpha, "optimizer": spec.optimizer.type, "learning_rate": spec.optimizer.lr,
                      "resolution": list(spec.dataset.resolution), "batch_size": spec.dataset.batch_size,
@@ -86,6 +87,17 @@ def _markdown_text(value: Any) -> str:
     for char in "\\`*_[]<>|":
         text = text.replace(char, "\\" + char)
     return text
+
+
+def _ratings(home: Path, run_id: str, choice, policy: str) -> dict | None:
+    """The reviewers' stars for the released checkpoint; reviewers' names only under keep."""
+    from .review import summary
+
+    found = summary(home, run_id).get(choice.checkpoint.file.name)
+    if not found:
+        return None
+    return {"mean": found["mean"], "count": found["count"],
+            **({"reviewers": found["reviewers"]} if policy == "keep" else {})}
 
 
 def _recorded(home: Path, run_id: str, choice) -> dict | None:

@@ -155,7 +155,7 @@ class Choice:
                 "checkpoints": [dict(c.to_json(), score=scores.get(c.file.name)) for c in self.checkpoints]}
 
 
-BY = ("score", "loss")
+BY = ("score", "loss", "rating")
 
 
 @dataclass
@@ -209,6 +209,8 @@ def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None =
         return Choice(row.run_id, match[0], "step", tag, found)
     if best_loss and by == "score":
         return _best_by_score(home, row, found, tag, say)
+    if best_loss and by == "rating":
+        return _best_by_rating(home, row, found, tag)
     if best_loss:
         chosen = best(found)
         if chosen is None:
@@ -229,6 +231,21 @@ def _recorded_scores(home: Path, run_id: str) -> dict[str, dict]:
     from .score import recorded
 
     return {s["checkpoint"]: s for s in recorded(home, run_id)}
+
+
+def _best_by_rating(home: Path, row, found: list[Checkpoint], tag: str) -> Choice:
+    """The highest mean stars of the reviewers (kohya_runner.review); more ratings break a tie."""
+    from .review import summary
+
+    rated = summary(home, row.run_id)
+    candidates = [c for c in found if c.file.name in rated]
+    if not candidates:
+        raise BadInput(f"no checkpoint of {row.run_id} is rated yet. Fix: rate them (`kr runs rate {row.run_id} "
+                       "--checkpoint FILE --stars N --reviewer NAME`), or --by score")
+    chosen = max(candidates, key=lambda c: (rated[c.file.name]["mean"], rated[c.file.name]["count"], c.step or 0))
+    scores = {name: {"rating": value["mean"], "ratings": value["count"]} for name, value in rated.items()}
+    return Choice(row.run_id, chosen, "best", tag, found, "rating",
+                  "the highest mean of the reviewers' stars (ties: more ratings)", scores)
 
 
 def _best_by_score(home: Path, row, found: list[Checkpoint], tag: str, say) -> Choice:

@@ -102,6 +102,17 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (job_id, file)
 );
 CREATE INDEX IF NOT EXISTS samples_run ON samples(run_id);
+CREATE TABLE IF NOT EXISTS ratings (
+    rating_id   TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    checkpoint  TEXT,
+    sample      TEXT,
+    reviewer    TEXT NOT NULL,
+    stars       INTEGER NOT NULL,
+    note        TEXT,
+    created_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ratings_run ON ratings(run_id);
 CREATE TABLE IF NOT EXISTS scores (
     run_id      TEXT NOT NULL,
     checkpoint  TEXT NOT NULL,
@@ -111,6 +122,7 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (run_id, checkpoint)
 );
 """
+RATING_COLUMNS = ("rating_id", "run_id", "checkpoint", "sample", "reviewer", "stars", "note", "created_at")
 SAMPLE_COLUMNS = ("job_id", "run_id", "file", "column_key", "checkpoint", "strength", "kind", "subject", "text", "seed",
                   "prompt_index", "seconds", "path")
 
@@ -424,6 +436,17 @@ class Ledger:
         where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
         return [dict(zip(columns, row)) for row in
                 self._read(f"SELECT {', '.join(columns)} FROM sample_jobs {where} ORDER BY created_at", params)]
+
+    def add_rating(self, values: dict[str, Any]) -> None:
+        keys = [k for k in RATING_COLUMNS if k in values]
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO ratings ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
+                       tuple(values[k] for k in keys))
+
+    def ratings(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's ratings, oldest first (kohya_runner.review.ratings)."""
+        return [dict(zip(RATING_COLUMNS, row)) for row in self._read(
+            f"SELECT {', '.join(RATING_COLUMNS)} FROM ratings WHERE run_id = ? ORDER BY created_at, rating_id", (run_id,))]
 
     def record_scores(self, run_id: str, scores: list[dict[str, Any]]) -> None:
         with self._write() as db:
@@ -772,6 +795,11 @@ def _restore_evaluation(db: sqlite3.Connection, run_dir: Path) -> None:
                           "path": str(Path(job["folder"]) / cell["file"])}
                 db.execute(f"INSERT OR REPLACE INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
                            f"({', '.join('?' for _ in SAMPLE_COLUMNS)})", tuple(values[k] for k in SAMPLE_COLUMNS))
+    ratings = _read_json(runfolder.of(run_dir).ratings)
+    for entry in (ratings or {}).get("ratings") or []:
+        if isinstance(entry, dict) and all(k in entry for k in ("rating_id", "run_id", "reviewer", "stars", "created_at")):
+            db.execute(f"INSERT OR REPLACE INTO ratings ({', '.join(RATING_COLUMNS)}) VALUES "
+                       f"({', '.join('?' for _ in RATING_COLUMNS)})", tuple(entry.get(k) for k in RATING_COLUMNS))
     scores = _read_json(runfolder.of(run_dir).scores)
     if scores and isinstance(scores.get("checkpoints"), list):
         for entry in scores["checkpoints"]:

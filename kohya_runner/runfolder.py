@@ -12,6 +12,7 @@
       report/          `kr report`'s sheet (report)
       posthoc/<job>/   post-hoc sample jobs: job.json, prompts, generator logs, images (sample)
       scores.json      per-checkpoint scores (score)
+      ratings.json     reviewers' ratings of checkpoints and samples (review)
 
 Beside workspace.py, which lays out the workspace around the run folders.
 """
@@ -41,6 +42,7 @@ REPORT_DIR = "report"
 POSTHOC_DIR = "posthoc"
 JOB_FILE = "job.json"  # inside posthoc/<job>/
 SCORES_FILE = "scores.json"
+RATINGS_FILE = "ratings.json"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,10 @@ class RunFolder:
     @property
     def scores(self) -> Path:
         return self.root / SCORES_FILE
+
+    @property
+    def ratings(self) -> Path:
+        return self.root / RATINGS_FILE
 
 
 def of(run_dir: str | Path) -> RunFolder:

@@ -25,8 +25,9 @@ under the same policy. kr never overwrites a file unless --force."""
 @click.option("--epoch", type=click.IntRange(min=0), help="The checkpoint saved at this epoch.")
 @click.option("--step", type=click.IntRange(min=0), help="The checkpoint saved at this step.")
 @click.option("--best", "best_loss", is_flag=True, help="The best checkpoint (see --by).")
-@click.option("--by", type=click.Choice(["score", "loss"]), default="score", show_default=True,
-              help="What --best goes by: the score (scoring the run first if needed) or the lowest loss.")
+@click.option("--by", type=click.Choice(["score", "loss", "rating"]), default="score", show_default=True,
+              help="What --best goes by: the score (scoring the run first if needed), the lowest loss, or the "
+                   "reviewers' ratings.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=".", show_default=True, help="Folder to write to.")
 @click.option("--policy", type=click.Choice(["keep", "minimal", "scrub"]), help="Metadata policy (default: the run's).")
 @click.option("--name", help="File name without .safetensors (default: the run's output name).")

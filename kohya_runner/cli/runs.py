@@ -77,10 +77,12 @@ def show(ctx, ref, as_json):
 
     posthoc = summary(ledger, row.run_id)
     scores = ledger.scores(row.run_id)
+    ratings = ledger.ratings(row.run_id)
     if as_json:
         scored = _read_scores(Path(row.run_dir))
         posthoc["scores"] = {"seconds": scored.get("seconds"), "probe_seconds": scored.get("probe_seconds")} if scored else None
-        print_json({"run": row.to_json(), "manifest": manifest, "posthoc": posthoc, "scores": scores}, schema="run")
+        print_json({"run": row.to_json(), "manifest": manifest, "posthoc": posthoc, "scores": scores,
+                    "ratings": ratings}, schema="run")
         return
     fields = [("run", row.run_id), ("status", row.status), ("reason", row.reason), ("detail", row.hint),
               ("preset", row.preset), ("backend", row.backend), ("sweep", row.sweep_id), ("spec", row.spec_hash),
@@ -259,8 +261,9 @@ def resume(ctx, ref, detach, as_json):
               "  kr runs best marker-0003 --by loss\n  kr runs best marker-0003 --epoch 8 --json\n"
               "  kr release marker-0003 --best -o ~/deliveries     (then copy it out)")
 @click.argument("ref")
-@click.option("--by", type=click.Choice(["score", "loss"]), default="score", show_default=True,
-              help="score: style, fit and trigger selectivity (kr score); loss: the lowest loss at saving.")
+@click.option("--by", type=click.Choice(["score", "loss", "rating"]), default="score", show_default=True,
+              help="score: style, fit and trigger selectivity (kr score); loss: the lowest loss at saving; "
+                   "rating: the reviewers' mean stars (kr runs rate).")
 @click.option("--epoch", type=click.IntRange(min=0), help="Show this epoch's checkpoint instead of the best one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -283,11 +286,19 @@ def best(ctx, ref, by, epoch, as_json):
         value = (scores.get(c.file.name) or {}).get(key)
         return MISSING if value is None else fmt.format(value)
 
+    from ..review import summary as rating_summary
+
+    rated = rating_summary(root, choice.run_id)
+
+    def stars(c) -> str:
+        found = rated.get(c.file.name)
+        return f"{found['mean']:.1f} ({found['count']})" if found else MISSING
+
     click.echo(text_table([(c.label, MISSING if c.step is None else str(c.step), part(c, "score", "{:.1f}"),
                             part(c, "style", "{:.2f}"), part(c, "fit", "{:.2f}"), part(c, "selectivity", "{:.2f}"),
-                            MISSING if c.loss is None else f"{c.loss:.4f}", c.file.name,
+                            stars(c), MISSING if c.loss is None else f"{c.loss:.4f}", c.file.name,
                             mark if c.file == choice.checkpoint.file else "") for c in choice.checkpoints],
-                          ("CHECKPOINT", "STEP", "SCORE", "STYLE", "FIT", "SELECT", "LOSS", "FILE", "")))
+                          ("CHECKPOINT", "STEP", "SCORE", "STYLE", "FIT", "SELECT", "STARS", "LOSS", "FILE", "")))
     if choice.how == "best":
         click.echo(f"best by {choice.by}: {choice.reason}")
     copying = [c.label for c in choice.checkpoints if (scores.get(c.file.name) or {}).get("copying")]
@@ -295,6 +306,29 @@ def best(ctx, ref, by, epoch, as_json):
         click.echo(f"warning: {', '.join(copying)} fit the training images much better than held-out ones (copying)")
     flag = f"--best --by {choice.by}" if choice.how == "best" else f"--epoch {epoch}"
     click.echo(f"release it: kr release {choice.run_id} {flag} -o DIR")
+
+
+@runs.command("rate", epilog="\b\nExamples:\n  kr runs rate marker-0003 --checkpoint marker-000008.safetensors --stars 4 "
+              "--reviewer Ana --note 'clean lines'\n  kr runs rate marker-0003 --sample e000008_m1_p00_trigger_1234.png "
+              "--stars 2 --reviewer Ben\n  kr runs best marker-0003 --by rating")
+@click.argument("ref")
+@click.option("--checkpoint", help="A LoRA file name the run saved (kr runs best lists them).")
+@click.option("--sample", help="A sample image's file name (as in the run's report).")
+@click.option("--stars", type=click.IntRange(1, 5), required=True, help="1 (poor) to 5 (great).")
+@click.option("--reviewer", required=True, help="Who rates (a name).")
+@click.option("--note", help="A short note, one line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rating as JSON.")
+@click.pass_context
+def rate(ctx, ref, checkpoint, sample, stars, reviewer, note, as_json):
+    """Rate a checkpoint or a sample image of a run: 1-5 stars and a note, kept with reviewer and time."""
+    from ..review import rate as do_rate
+
+    root, _ = recorded_ledger(ctx)
+    entry = do_rate(root, ref, reviewer=reviewer, stars=stars, note=note, checkpoint=checkpoint, sample=sample)
+    if as_json:
+        print_json(entry, schema="rating")
+        return
+    click.echo(f"rated {entry['checkpoint'] or entry['sample']} of {entry['run_id']}: {entry['stars']}/5 by {entry['reviewer']}")
 
 
 @runs.command("rebuild", epilog="Example:\n\n  kr runs rebuild      (after `kr runs ls` reports a damaged ledger)")
