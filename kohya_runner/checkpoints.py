@@ -250,7 +250,7 @@ def _best_by_rating(home: Path, row, found: list[Checkpoint], tag: str) -> Choic
 
 def _best_by_score(home: Path, row, found: list[Checkpoint], tag: str, say) -> Choice:
     """The highest score, scoring the run first when it has none recorded for these checkpoints."""
-    from .score import REASON, score_run
+    from .score import REASON, best_of, score_run
 
     scores = _recorded_scores(home, row.run_id)
     if not all(c.file.name in scores for c in found):
@@ -261,11 +261,10 @@ def _best_by_score(home: Path, row, found: list[Checkpoint], tag: str, say) -> C
             say(f"scoring {row.run_id}'s {len(found)} checkpoint(s) first (kr score {row.run_id})")
         score_run(home, row.run_id, say=say or (lambda _: None))
         scores = _recorded_scores(home, row.run_id)
-    scored = [c for c in found if (scores.get(c.file.name) or {}).get("score") is not None]
-    if not scored:
+    chosen = best_of(found, scores)
+    if chosen is None:
         raise BadInput(f"none of {row.run_id}'s checkpoints could be scored (no samples or probe results). "
-                       "Fix: --by loss, or `kr score {row.run_id}` to see why")
-    chosen = max(scored, key=lambda c: (scores[c.file.name]["score"], c.kind == "final", c.step or 0))
+                       f"Fix: --by loss, or `kr score {row.run_id}` to see why")
     return Choice(row.run_id, chosen, "best", tag, found, "score", REASON, scores)
 
 

@@ -508,9 +508,9 @@ def _run_report(home: Path, data: RunData, stage: Staging, ledger_scores: list[d
     has_loss = loss_plot(data, stage.dir / LOSS_PLOT) is not None
     timings = run_timings(data)
     scores = {s["checkpoint"]: s for s in (ledger_scores or [])}
-    from .sweep.results import best_scored
+    from .score import top as top_score
 
-    top = best_scored(list(scores.values()))
+    top = top_score(list(scores.values()))
     diff = preset_diff(home, data.row.preset, data.spec)
     notes = _run_notes(data)
     summary = _run_summary(data)
@@ -629,10 +629,10 @@ def compare_report(home: Path, refs: list[str], out: Path | None = None, *, titl
     if not runs:
         raise BadInput(f"none of the runs of {sweep.sweep_id if sweep else 'this comparison'} got far enough to "
                        "report on. Fix: `kr runs ls --sweep ID` shows why")
-    from .sweep.results import best_scored
+    from .score import top as top_score
 
     for data in runs:
-        data.top_score = best_scored(ledger.scores(data.run_id))
+        data.top_score = top_score(ledger.scores(data.run_id))
     if any(d.top_score for d in runs):  # scored (kr score): best first
         runs.sort(key=lambda d: (d.top_score is None, -(d.top_score or {}).get("score", 0.0)))
     if out is None:

@@ -106,7 +106,9 @@ def show(ctx, ref, as_json):
         click.echo(f"{'post hoc:':<16}{posthoc['images']} images in {len(posthoc['jobs'])} sample job(s) (posthoc/)")
         for column, seconds in posthoc["inference_seconds_per_image"].items():
             click.echo(f"{'':<16}{column}: {seconds:.2f} s per image")
-    top = max((s for s in scores if s.get("score") is not None), key=lambda s: s["score"], default=None)
+    from ..score import top as top_score
+
+    top = top_score(scores)
     if top:
         click.echo(f"{'best score:':<16}{top['score']:.1f} ({top['label']}); all: kr runs best {row.run_id}")
 

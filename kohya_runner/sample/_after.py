@@ -43,22 +43,22 @@ def _after_training(home: Path, run_id: str, say: Callable[[str], None]) -> dict
             + ", ".join(f"{s:g}" for s in spec.evaluation.strengths))
     gpus = [int(g) for g in row.gpu.split(",")][:1] if row.gpu else None
     try:
-        summary = run(prepare(home, run_id, request, gpus), say=lambda line: say(line))
+        summary = run(prepare(home, run_id, request, gpus), say=say)
     except KrError as error:
         say(f"post-hoc sampling failed: {error.message}")
         return None
     say(f"post-hoc samples: {summary['images']}/{summary['planned']} images in {summary['folder']}")
     if mode == "grid":
-        from ..score import score_run
+        from ..score import score_run, top
 
         try:
             scored = score_run(home, run_id, gpus=gpus, say=say)
         except KrError as error:
             say(f"scoring failed: {error.message}")
             return summary
-        top = max((e for e in scored["checkpoints"] if e.get("score") is not None), key=lambda e: e["score"], default=None)
-        if top:
-            say(f"scores: best {top['label']} with {top['score']:.1f} (kr runs best {run_id})")
+        best = top(scored["checkpoints"])
+        if best:
+            say(f"scores: best {best['label']} with {best['score']:.1f} (kr runs best {run_id})")
     return summary
 
 

@@ -60,18 +60,14 @@ def result_rows(home: Path, record: Record) -> list[ResultRow]:
     return rows
 
 
-def best_scored(scores: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A run's highest-scoring checkpoint (kohya_runner.score), or None when it is not scored."""
-    scored = [s for s in scores if s.get("score") is not None]
-    return max(scored, key=lambda s: s["score"]) if scored else None
-
-
 def table(rows: list[ResultRow], varying: list[str]) -> list[dict[str, Any]]:
     """One dict per member; ranked by score (best first) when any member is scored, else in member order."""
+    from ..score import top as top_score
+
     out = []
     for r in rows:
         run = r.run
-        top = best_scored(r.scores)
+        top = top_score(r.scores)
         out.append({
             "member": r.member.label,
             "params": r.member.describe(varying),

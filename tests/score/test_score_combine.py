@@ -39,3 +39,12 @@ def test_held_out_images_decide_fit_and_flag_copying():
 
 def test_nothing_measured_gives_no_score():
     assert combine({"checkpoint": "x"}, has_trigger=True)["score"] is None
+
+
+def test_one_ranking_rule_picks_the_top_entry():
+    from kohya_runner.score import top
+
+    entries = [{"checkpoint": "a", "score": 40.0, "step": 10}, {"checkpoint": "b", "score": None, "step": 20},
+               {"checkpoint": "c", "score": 55.0, "step": 30}, {"checkpoint": "d", "score": 55.0, "step": 40}]
+    assert top(entries)["checkpoint"] == "d"  # a tie goes to the later checkpoint
+    assert top(entries[1:2]) is None and top([]) is None
