@@ -122,6 +122,9 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (run_id, checkpoint)
 );
 """
+SAMPLE_JOB_COLUMNS = ("job_id", "run_id", "status", "device", "planned", "images", "created_at", "finished_at",
+                      "job_dir", "message")
+SCORE_COLUMNS = ("run_id", "checkpoint", "score", "parts", "created_at")
 RATING_COLUMNS = ("rating_id", "run_id", "checkpoint", "sample", "reviewer", "stars", "note", "created_at")
 SAMPLE_COLUMNS = ("job_id", "run_id", "file", "column_key", "checkpoint", "strength", "kind", "subject", "text", "seed",
                   "prompt_index", "seconds", "path")
@@ -412,16 +415,11 @@ class Ledger:
 
     # -- post-hoc samples and scores (kohya_runner.sample, kohya_runner.score) ---------------------
 
-    def record_sample_job(self, values: dict[str, Any]) -> None:
-        keys = list(values)
+    def record_sample_job(self, job: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+        """A post-hoc sample job and its finished images (rows from kohya_runner.sample.ledger_rows)."""
         with self._write() as db:
-            db.execute(f"INSERT OR REPLACE INTO sample_jobs ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
-                       tuple(values.values()))
-
-    def record_samples(self, rows: list[dict[str, Any]]) -> None:
-        with self._write() as db:
-            db.executemany(f"INSERT OR REPLACE INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
-                           f"({', '.join('?' for _ in SAMPLE_COLUMNS)})", [tuple(r[k] for k in SAMPLE_COLUMNS) for r in rows])
+            _put(db, "sample_jobs", SAMPLE_JOB_COLUMNS, [job])
+            _put(db, "samples", SAMPLE_COLUMNS, samples)
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         """Every post-hoc image of a run, oldest job first."""
@@ -431,17 +429,13 @@ class Ledger:
         return [dict(zip(SAMPLE_COLUMNS, row)) for row in rows]
 
     def sample_jobs(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        columns = ("job_id", "run_id", "status", "device", "planned", "images", "created_at", "finished_at", "job_dir",
-                   "message")
         where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
-        return [dict(zip(columns, row)) for row in
-                self._read(f"SELECT {', '.join(columns)} FROM sample_jobs {where} ORDER BY created_at", params)]
+        return [dict(zip(SAMPLE_JOB_COLUMNS, row)) for row in
+                self._read(f"SELECT {', '.join(SAMPLE_JOB_COLUMNS)} FROM sample_jobs {where} ORDER BY created_at", params)]
 
     def add_rating(self, values: dict[str, Any]) -> None:
-        keys = [k for k in RATING_COLUMNS if k in values]
         with self._write() as db:
-            db.execute(f"INSERT OR REPLACE INTO ratings ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
-                       tuple(values[k] for k in keys))
+            _put(db, "ratings", RATING_COLUMNS, [values])
 
     def ratings(self, run_id: str) -> list[dict[str, Any]]:
         """A run's ratings, oldest first (kohya_runner.review.ratings)."""
@@ -451,9 +445,7 @@ class Ledger:
     def record_scores(self, run_id: str, scores: list[dict[str, Any]]) -> None:
         with self._write() as db:
             db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
-            db.executemany("INSERT INTO scores (run_id, checkpoint, score, parts, created_at) VALUES (?, ?, ?, ?, ?)",
-                           [(run_id, s["checkpoint"], s.get("score"), json.dumps(s, sort_keys=True), time.time())
-                            for s in scores])
+            _put(db, "scores", SCORE_COLUMNS, _score_rows(run_id, scores, time.time()))
 
     def scores(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(row[0]) for row in
@@ -778,34 +770,30 @@ def rebuild(home: Path, *, keep_previous: bool = False) -> Rebuilt:
 
 def _restore_evaluation(db: sqlite3.Connection, run_dir: Path) -> None:
     """A run folder's post-hoc sample jobs (posthoc/*/job.json) and scores (scores.json) back into the ledger."""
-    from .sample import rebuild_rows
+    from .sample import ledger_rows, rebuild_rows
 
-    for job in rebuild_rows(run_dir):
-        key = f"{job['run_id']}/{job['job_id']}"
-        db.execute("INSERT OR REPLACE INTO sample_jobs (job_id, run_id, status, device, planned, images, created_at, "
-                   "finished_at, job_dir, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (key, job["run_id"], job["status"], job.get("device"), job.get("planned", 0), job.get("images", 0),
-                    job.get("created_at") or 0.0, job.get("finished_at"), job["folder"], job.get("message")))
-        for cell in job.get("cells") or []:
-            if cell.get("done"):
-                values = {"job_id": key, "run_id": job["run_id"], "file": cell["file"], "column_key": cell["column"],
-                          "checkpoint": cell.get("checkpoint"), "strength": cell.get("strength"), "kind": cell["kind"],
-                          "subject": cell.get("subject"), "text": cell["text"], "seed": cell["seed"],
-                          "prompt_index": cell.get("prompt_index"), "seconds": cell.get("seconds"),
-                          "path": str(Path(job["folder"]) / cell["file"])}
-                db.execute(f"INSERT OR REPLACE INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
-                           f"({', '.join('?' for _ in SAMPLE_COLUMNS)})", tuple(values[k] for k in SAMPLE_COLUMNS))
+    for data in rebuild_rows(run_dir):
+        job, samples = ledger_rows(data)
+        _put(db, "sample_jobs", SAMPLE_JOB_COLUMNS, [job])
+        _put(db, "samples", SAMPLE_COLUMNS, samples)
     ratings = _read_json(runfolder.of(run_dir).ratings)
-    for entry in (ratings or {}).get("ratings") or []:
-        if isinstance(entry, dict) and all(k in entry for k in ("rating_id", "run_id", "reviewer", "stars", "created_at")):
-            db.execute(f"INSERT OR REPLACE INTO ratings ({', '.join(RATING_COLUMNS)}) VALUES "
-                       f"({', '.join('?' for _ in RATING_COLUMNS)})", tuple(entry.get(k) for k in RATING_COLUMNS))
+    _put(db, "ratings", RATING_COLUMNS, [r for r in (ratings or {}).get("ratings") or [] if isinstance(r, dict)
+                                         and all(k in r for k in ("rating_id", "run_id", "reviewer", "stars", "created_at"))])
     scores = _read_json(runfolder.of(run_dir).scores)
     if scores and isinstance(scores.get("checkpoints"), list):
-        for entry in scores["checkpoints"]:
-            db.execute("INSERT OR REPLACE INTO scores (run_id, checkpoint, score, parts, created_at) VALUES (?, ?, ?, ?, ?)",
-                       (scores["run_id"], entry["checkpoint"], entry.get("score"), json.dumps(entry, sort_keys=True),
-                        scores.get("created_at") or 0.0))
+        _put(db, "scores", SCORE_COLUMNS, _score_rows(scores["run_id"], scores["checkpoints"], scores.get("created_at") or 0.0))
+
+
+def _put(db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Insert or replace rows (dicts; a missing key is NULL) into one of the evaluation tables."""
+    if rows:
+        db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                       [tuple(row.get(k) for k in columns) for row in rows])
+
+
+def _score_rows(run_id: str, entries: list[dict[str, Any]], created_at: float) -> list[dict[str, Any]]:
+    return [{"run_id": run_id, "checkpoint": e["checkpoint"], "score": e.get("score"),
+             "parts": json.dumps(e, sort_keys=True), "created_at": created_at} for e in entries]
 
 
 def _skip_used_numbers(db: sqlite3.Connection, table: str, root: Path) -> None:

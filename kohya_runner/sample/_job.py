@@ -24,6 +24,7 @@ from typing import Any, Callable
 from .. import atomic, runfolder, workspace
 from ..errors import BadInput, Failed
 from ._plan import Cell, Pass, Request, build, pick_checkpoints
+from ._store import ledger_rows
 
 JOB_SCHEMA = "kr.sample-job/1"
 POLL = 0.1
@@ -100,8 +101,7 @@ def run(job: Job, say: Callable[[str], None] = print) -> dict[str, Any]:
         state.update(status="failed", message=f"{type(error).__name__}: {error}")
         raise
     finally:
-        _save(job, state)
-    summary = _summary(job, state)
+        summary = _save(job, state)
     if state["status"] == "failed":
         raise Failed(f"sample job {job.job_id} of {job.run.run_id} failed: {state['message']}")
     return summary
@@ -235,10 +235,12 @@ def _tail(log: Path, lines: int = 3) -> str:
 # Recording: job.json in the run folder (the truth), rows in the ledger (for the reports).
 
 
-def _save(job: Job, state: dict) -> None:
+def _save(job: Job, state: dict) -> dict[str, Any]:
+    """job.json and the ledger, from one summary; returns it."""
     data = _summary(job, state)
     atomic.write_text(job.folder / "job.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     record_in_ledger(job.home, data)
+    return data
 
 
 def _summary(job: Job, state: dict) -> dict[str, Any]:
@@ -258,21 +260,10 @@ FINAL = ("succeeded", "failed", "stopped")
 
 
 def record_in_ledger(home: Path, data: dict[str, Any]) -> None:
-    """The job and its finished images into the ledger (also used by a rebuild from job.json)."""
+    """The job and its finished images into the ledger."""
     from ..ledger import open_ledger
 
-    ledger = open_ledger(home)
-    job_key = f"{data['run_id']}/{data['job_id']}"
-    ledger.record_sample_job({"job_id": job_key, "run_id": data["run_id"], "status": data["status"],
-                              "device": data["device"], "planned": data["planned"], "images": data["images"],
-                              "created_at": data["created_at"], "finished_at": data["finished_at"],
-                              "job_dir": data["folder"], "message": data["message"]})
-    rows = [{"job_id": job_key, "run_id": data["run_id"], "file": c["file"], "column_key": c["column"],
-             "checkpoint": c["checkpoint"], "strength": c["strength"], "kind": c["kind"], "subject": c["subject"],
-             "text": c["text"], "seed": c["seed"], "prompt_index": c["prompt_index"], "seconds": c["seconds"],
-             "path": str(Path(data["folder"]) / c["file"])} for c in data["cells"] if c["done"]]
-    if rows:
-        ledger.record_samples(rows)
+    open_ledger(home).record_sample_job(*ledger_rows(data))
 
 
 def _device_label(gpus: list[int] | None) -> str:

@@ -15,6 +15,21 @@ def images(ledger, run_id: str) -> list[dict[str, Any]]:
     return [row for row in ledger.samples(run_id) if Path(row["path"]).is_file()]
 
 
+def ledger_rows(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A job.json's content as ledger rows: (the sample_jobs row, the samples rows of its finished images).
+    The job's key is `<run id>/<job id>`; an image's path is its file inside the job's folder."""
+    key = f"{data['run_id']}/{data['job_id']}"
+    job = {"job_id": key, "run_id": data["run_id"], "status": data["status"], "device": data.get("device"),
+           "planned": data.get("planned", 0), "images": data.get("images", 0), "created_at": data.get("created_at") or 0.0,
+           "finished_at": data.get("finished_at"), "job_dir": data["folder"], "message": data.get("message")}
+    samples = [{"job_id": key, "run_id": data["run_id"], "file": c["file"], "column_key": c["column"],
+                "checkpoint": c.get("checkpoint"), "strength": c.get("strength"), "kind": c["kind"],
+                "subject": c.get("subject"), "text": c["text"], "seed": c["seed"], "prompt_index": c.get("prompt_index"),
+                "seconds": c.get("seconds"), "path": str(Path(data["folder"]) / c["file"])}
+               for c in data.get("cells") or [] if c.get("done")]
+    return job, samples
+
+
 def rebuild_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The job.json files of a run folder, oldest first, for ledger.rebuild."""
     jobs = []
