@@ -29,10 +29,10 @@ def card_paths(out: Path, stem: str) -> list[Path]:
     return [out / f"{stem}{suffix}" for suffix in CARD_SUFFIXES]
 
 
-def build(home: Path, row, spec, choice, release: dict[str, Any], policy: str) -> dict[str, Any]:
-    """The card's data (the JSON file's content) for a release."""
+def build(home: Path, row, spec, choice, release: dict[str, Any], policy: str, grid=None) -> dict[str, Any]:
+    """The card's data (the JSON file's content) for a release; `grid` is load_grid()'s, if already loaded."""
     scores = (choice.scores or {}).get(choice.checkpoint.file.name) or _recorded(home, row.run_id, choice)
-    strength, basis = recommended_strength(home, row, spec, choice)
+    strength, basis = recommended_strength(spec, grid or load_grid(home, row, choice))
     card: dict[str, Any] = {
         "schema": SCHEMA, "name": Path(release["file"]).stem, "file": Path(release["file"]).name,
         "sha256": release["sha256"], "size": release["size"], "policy": policy,
@@ -59,8 +59,9 @@ def build(home: Path, row, spec, choice, release: dict[str, Any], policy: str) -
 def write(home: Path, row, spec, choice, release: dict[str, Any], policy: str, out: Path, stem: str) -> dict[str, str]:
     """Write the preview, the JSON and the Markdown card; returns their paths."""
     md, js, png = card_paths(out, stem)
-    card = build(home, row, spec, choice, release, policy)
-    if preview(home, row, spec, choice, policy, png):
+    grid = load_grid(home, row, choice)  # the run's samples, read once for the strength and the preview
+    card = build(home, row, spec, choice, release, policy, grid)
+    if preview(grid, choice, policy, png):
         card["preview"] = png.name
     atomic.write_text(js, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     atomic.write_text(md, markdown(card))
@@ -117,22 +118,22 @@ def _public_scores(scores: dict | None) -> dict | None:
 # Recommended strength and the preview grid, from the run's samples.
 
 
-def _columns(home: Path, row, choice):
+def load_grid(home: Path, row, choice):
     """The run's grid data and the chosen checkpoint's columns (strength → column key)."""
     from .ledger import open_ledger
-    from .report import load_run, posthoc_images
+    from .report import load_run
     from .sample import column_key
 
-    data = load_run(row, posthoc_images(open_ledger(home), row.run_id))
+    data = load_run(row, open_ledger(home))
     key = column_key(choice.checkpoint, row.epochs_total)
     columns = {c.strength: c.key for c in data.columns if c.key == key or c.key.startswith(key + "@")}
     return data, columns
 
 
-def recommended_strength(home: Path, row, spec, choice) -> tuple[float, str]:
+def recommended_strength(spec, grid) -> tuple[float, str]:
     """The lowest sampled strength whose samples with the trigger come within 90 % of the strongest move
     toward the training images' look; 1.0 when only one strength was sampled."""
-    data, columns = _columns(home, row, choice)
+    data, columns = grid
     strengths = sorted(s for s in columns if s is not None and s > 0)
     if len(strengths) < 2 or spec.dataset.dir is None or not Path(spec.dataset.dir).is_dir():
         return 1.0, "the strength it was trained and scored at (sample more strengths with `kr sample --strength`)"
@@ -151,7 +152,8 @@ def recommended_strength(home: Path, row, spec, choice) -> tuple[float, str]:
         return 1.0, "the strength it was trained at (no base-model samples to compare with)"
     train = style_references(spec, dataset_images(spec), base[0].size)
     d_base = style_distance(base, train)
-    gains = {s: (d_base - style_distance(samples(columns[s]), train)) / d_base for s in strengths if samples(columns[s])}
+    made = {s: samples(columns[s]) for s in strengths}
+    gains = {s: (d_base - style_distance(images, train)) / d_base for s, images in made.items() if images}
     if not gains or max(gains.values()) <= 0:
         return 1.0, "no sampled strength moved the samples toward the training images"
     best = max(gains.values())
@@ -160,12 +162,12 @@ def recommended_strength(home: Path, row, spec, choice) -> tuple[float, str]:
     return chosen, f"lowest strength within 90 % of the strongest style gain (gain by strength {shown})"
 
 
-def preview(home: Path, row, spec, choice, policy: str, out: Path) -> bool:
+def preview(grid, choice, policy: str, out: Path) -> bool:
     """A PNG grid: rows = the first subjects with and without the trigger, columns = base, then the chosen
     checkpoint at each sampled strength. False when there are no samples to show."""
     from .sheet import cell_size, compose_sheet, thumbnails
 
-    data, columns = _columns(home, row, choice)
+    data, columns = grid
     keys = [("base model", "e000000")] + [(f"strength {s:g}", k) for s, k in sorted(columns.items(), key=lambda kv: kv[0] or 0)
                                           if s is not None]
     rows = [r for r in data.rows if r.kind in ("trigger", "no-trigger") and r.subject_index < PREVIEW_SUBJECTS]

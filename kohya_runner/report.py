@@ -164,12 +164,6 @@ def round_seconds(samples: list[Sample]) -> float | None:
     return spread * len(times) / (len(times) - 1)
 
 
-def posthoc_images(ledger, run_id: str) -> list[dict[str, Any]]:
-    from .sample import images
-
-    return images(ledger, run_id)
-
-
 # ----------------------------------------------------------------------------------------------
 # A run, loaded once for the reports.
 
@@ -240,8 +234,10 @@ def add_posthoc(samples: dict[tuple[str, int], Sample], columns: list[Column], r
     rows.sort(key=lambda r: (subjects[r.subject], order.get(r.kind, 99), r.seed or 0, r.index))
 
 
-def load_run(row, posthoc: list[dict[str, Any]] | None = None) -> RunData:
+def load_run(row, ledger=None) -> RunData:
+    """A run's grid data: its in-training samples, and with the workspace's `ledger` its post-hoc ones."""
     from .run import load_spec
+    from .sample import images
 
     run_dir = Path(row.run_dir)
     if not runfolder.of(run_dir).spec.is_file():
@@ -255,6 +251,7 @@ def load_run(row, posthoc: list[dict[str, Any]] | None = None) -> RunData:
     samples = scan_samples(run_dir, spec.output_name)
     columns = columns_for(samples)
     rows = rows_for(spec, {index for _, index in samples})
+    posthoc = images(ledger, row.run_id) if ledger is not None else []
     if posthoc:
         add_posthoc(samples, columns, rows, posthoc, epochs_total)
     chosen = best(checkpoints)
@@ -460,7 +457,7 @@ def run_report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     ledger = open_ledger(home)
     row = ledger.find(ref)
-    data = load_run(row, posthoc_images(ledger, row.run_id))
+    data = load_run(row, ledger)
     out = Path(out) if out is not None else runfolder.of(data.run_dir).report
     scores = ledger.scores(row.run_id)
     return _staged(out, started, lambda stage: _run_report(home, data, stage, scores))
@@ -622,7 +619,7 @@ def compare_report(home: Path, refs: list[str], out: Path | None = None, *, titl
     runs = []
     for row in rows:
         try:
-            runs.append(load_run(row, posthoc_images(ledger, row.run_id)))
+            runs.append(load_run(row, ledger))
         except BadInput:
             if sweep is None:
                 raise

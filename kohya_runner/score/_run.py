@@ -93,11 +93,11 @@ def dataset_images(spec) -> list[tuple[Path, str]]:
 
 
 def _ensure_samples(home, row, spec, checkpoints, max_images, gpus, say) -> dict:
-    from ..report import load_run, posthoc_images
+    from ..report import load_run
     from ..ledger import open_ledger
     from ..sample import Request, prepare, run
 
-    data = load_run(row, posthoc_images(open_ledger(home), row.run_id))
+    data = load_run(row, open_ledger(home))
     kinds = {r.index: r.kind for r in data.rows}
     have = {(key, kinds.get(index)) for key, index in data.samples}
     epochs_total = data.row.epochs_total
@@ -113,7 +113,7 @@ def _ensure_samples(home, row, spec, checkpoints, max_images, gpus, say) -> dict
                           max_images=max_images)
         say(f"sampling what the style score needs: {names or 'no checkpoint'}" + (" and the base" if base_missing else ""))
         run(prepare(home, row.run_id, request, gpus), say=say)
-        data = load_run(row, posthoc_images(open_ledger(home), row.run_id))
+        data = load_run(row, open_ledger(home))
     return {"data": data}
 
 
