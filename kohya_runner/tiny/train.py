@@ -502,20 +502,19 @@ class _Validation:
         self.step_recorder, self.epoch_recorder = LossRecorder(), LossRecorder()
 
     def run_step(self, epoch: int, global_step: int) -> None:
-        average = self._pass(self.step_recorder, epoch, "validation steps", "val_avg_loss")
-        if self.run.writer is not None:
-            _log_scalars(self.run.writer, {
-                "loss/validation/step_average": average,
-                "loss/validation/step_divergence": average - self.train_recorder.moving_average,
-            }, global_step)
+        self._log("step", self._pass(self.step_recorder, epoch, "validation steps", "val_avg_loss"), global_step)
 
     def run_epoch(self, epoch: int, global_step: int) -> None:
-        average = self._pass(self.epoch_recorder, epoch, "epoch validation steps", "val_epoch_avg_loss")
+        self._log("epoch", self._pass(self.epoch_recorder, epoch, "epoch validation steps", "val_epoch_avg_loss"),
+                  epoch + 1)
+
+    def _log(self, scope: str, average: float, x: int) -> None:
+        """loss/validation/{step|epoch}_{average|divergence}, as sd-scripts logs them."""
         if self.run.writer is not None:
             _log_scalars(self.run.writer, {
-                "loss/validation/epoch_average": average,
-                "loss/validation/epoch_divergence": average - self.train_recorder.moving_average,
-            }, epoch + 1)
+                f"loss/validation/{scope}_average": average,
+                f"loss/validation/{scope}_divergence": average - self.train_recorder.moving_average,
+            }, x)
 
     def _pass(self, recorder, epoch: int, desc: str, postfix: str) -> float:
         import torch
