@@ -153,10 +153,13 @@ def _style_parts(spec, samples: dict, images, checkpoints, epochs_total, max_ima
 
 
 def style_references(spec, images: list[tuple[Path, str]], size: tuple[int, int], limit: int = STYLE_IMAGES) -> list:
-    """The style's training pictures (see style_pictures) at the samples' size, for style_distance."""
+    """The style's training pictures (see style_pictures) at the samples' size, for style_distance: resized
+    on the shorter side and centre-cropped, as the probe prepares the images it noises."""
     from PIL import Image
 
-    return [_fit(Image.open(p).convert("RGB"), size) for p in style_pictures(spec, images)[:limit]]
+    from ..sdscripts.score_probe import resize_and_crop
+
+    return [resize_and_crop(Image.open(p).convert("RGB"), *size) for p in style_pictures(spec, images)[:limit]]
 
 
 def style_pictures(spec, images: list[tuple[Path, str]]) -> list[Path]:
@@ -165,17 +168,6 @@ def style_pictures(spec, images: list[tuple[Path, str]]) -> list[Path]:
     trigger = spec.dataset.trigger
     styled = [p for p, caption in images if trigger and trigger in caption]
     return styled or [p for p, _ in images]
-
-
-def _fit(image, size):
-    """A training image resized (shorter side) and centre-cropped to the samples' size."""
-    from PIL import Image
-
-    width, height = image.size
-    scale = max(size[0] / width, size[1] / height)
-    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC)
-    left, top = (resized.width - size[0]) // 2, (resized.height - size[1]) // 2
-    return resized.crop((left, top, left + size[0], top + size[1]))
 
 
 # ----------------------------------------------------------------------------------------------
