@@ -135,19 +135,25 @@ def rows_for(spec, indices: set[int]) -> list[Row]:
     return rows
 
 
+def make_column(kind: str, number: int, strength: float | None = 1.0) -> Column:
+    """The column of a sampled epoch or step (epoch 0: the base model) at a LoRA strength; a strength
+    other than 1 gets a column of its own, keyed `e000008@0.5`."""
+    if kind == "epoch" and number == 0:
+        return Column(column_key(kind, number), "base", 0, "base model", strength=None)
+    own = strength in (None, 1.0)
+    return Column(column_key(kind, number) + ("" if own else f"@{strength:g}"), kind, number,
+                  f"{kind} {number}" + ("" if own else f" · strength {strength:g}"), strength=strength)
+
+
+def column_order(column: Column) -> tuple:
+    """Base first, then epochs, then steps, each by number, and the strengths of one checkpoint ascending."""
+    return (column.kind != "base", column.kind == "step", column.number,
+            -math.inf if column.strength is None else column.strength)
+
+
 def columns_for(samples: dict[tuple[str, int], Sample]) -> list[Column]:
-    keys: dict[str, tuple[str, int]] = {}
-    for sample in samples.values():
-        key = column_key(sample.name.kind, sample.name.number)
-        keys[key] = (sample.name.kind, sample.name.number)
-    columns = []
-    for key, (kind, number) in keys.items():
-        if kind == "epoch" and number == 0:
-            columns.append(Column(key, "base", 0, "base model"))
-        else:
-            columns.append(Column(key, kind, number, f"{kind} {number}"))
-    columns.sort(key=lambda c: (c.kind != "base", c.kind == "step", c.number))
-    return columns
+    found = {(s.name.kind, s.name.number) for s in samples.values()}
+    return sorted((make_column(kind, number) for kind, number in found), key=column_order)
 
 
 def round_seconds(samples: list[Sample]) -> float | None:
@@ -197,18 +203,14 @@ def add_posthoc(samples: dict[tuple[str, int], Sample], columns: list[Column], r
     row_of = {(r.kind, r.text, r.seed): r.index for r in rows}
     times: dict[str, list[float]] = {}
     for image in images:
-        strength = image["strength"]
         if image["column_key"] == "base":
-            kind, number, key = "epoch", 0, "e000000"
+            kind, number = "epoch", 0
         else:
             kind = "step" if image["column_key"].startswith("s") else "epoch"
             number = int(image["column_key"][1:]) if image["column_key"][1:].isdigit() else (epochs_total or 0)
-            key = column_key(kind, number) + ("" if strength == 1.0 else f"@{strength:g}")
+        column = make_column(kind, number, image["strength"])
+        key = column.key
         if key not in by_key:
-            label = "base model" if number == 0 and kind == "epoch" else f"{kind} {number}"
-            column = Column(key, "base" if label == "base model" else kind, number,
-                            label + ("" if strength in (None, 1.0) else f" · strength {strength:g}"))
-            column.strength = strength
             by_key[key] = column
             columns.append(column)
         by_key[key].posthoc = True
@@ -218,15 +220,16 @@ def add_posthoc(samples: dict[tuple[str, int], Sample], columns: list[Column], r
             row_of[identity] = index
             rows.append(Row(index, 20_000 + index, image["subject"] or image["text"], image["kind"], image["text"],
                             image["seed"]))
-        name = outputs.SampleName(kind, number, row_of[identity], time.strftime("%Y%m%d%H%M%S"), image["seed"])
         path = Path(image["path"])
-        samples[(key, row_of[identity])] = Sample(path, name, path.stat().st_mtime, image["seconds"])
+        mtime = path.stat().st_mtime
+        name = outputs.SampleName(kind, number, row_of[identity], time.strftime("%Y%m%d%H%M%S", time.localtime(mtime)),
+                                  image["seed"])
+        samples[(key, row_of[identity])] = Sample(path, name, mtime, image["seconds"])
         if image["seconds"] is not None:
             times.setdefault(key, []).append(image["seconds"])
     for key, values in times.items():
         by_key[key].seconds_per_image = sum(values) / len(values)
-    columns.sort(key=lambda c: (c.kind != "base", c.kind == "step", c.number,
-                                -math.inf if c.strength is None else c.strength))
+    columns.sort(key=column_order)
     subjects = {}
     for r in rows:
         subjects.setdefault(r.subject, r.subject_index)
@@ -258,8 +261,6 @@ def load_run(row, ledger=None) -> RunData:
     by_epoch = {c.epoch: c for c in checkpoints if c.kind != "step" and c.epoch is not None}
     by_step = {c.step: c for c in checkpoints if c.step is not None}
     for column in columns:
-        if column.kind == "base":
-            column.strength = None
         checkpoint = by_epoch.get(column.number) if column.kind == "epoch" else by_step.get(column.number) \
             if column.kind == "step" else None
         if checkpoint is not None:
