@@ -808,6 +808,20 @@ def resolve(home: Path, ref: str) -> tuple[str, Any]:
                    "with sweep-")
 
 
+def run_ids(home: Path, refs: list[str] | tuple[str, ...]) -> list[str]:
+    """The runs the refs name: a run directly, a sweep by its members (in order); each run once."""
+    from .ledger import open_ledger
+
+    ledger = open_ledger(home)
+    found: list[str] = []
+    for ref in refs:
+        kind, row = resolve(home, ref)
+        members = [r.run_id for r in sorted(ledger.runs(sweep_id=row.sweep_id), key=lambda r: r.id)] \
+            if kind == "sweep" else [row.run_id]
+        found += [m for m in members if m not in found]
+    return found
+
+
 def report(home: Path, ref: str, out: Path | None = None) -> dict[str, Any]:
     kind, found = resolve(home, ref)
     if kind == "sweep":

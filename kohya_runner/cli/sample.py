@@ -20,19 +20,6 @@ Images go to <run folder>/posthoc/sample-NNNN/ and into the ledger; `kr report R
 Ctrl-C stops the generator and keeps the images made so far."""
 
 
-def _run_refs(ledger, refs: tuple[str, ...]) -> list[str]:
-    """Runs named directly, and the members of sweeps named by their id."""
-    from ..report import resolve
-
-    run_ids: list[str] = []
-    for ref in refs:
-        kind, found = resolve(ledger.path.parent, ref)
-        members = [r.run_id for r in sorted(ledger.runs(sweep_id=found.sweep_id), key=lambda r: r.id)] \
-            if kind == "sweep" else [found.run_id]
-        run_ids += [r for r in members if r not in run_ids]
-    return run_ids
-
-
 @click.command(epilog=EPILOG)
 @click.argument("refs", nargs=-1, required=True, metavar="RUN|SWEEP …")
 @click.option("--checkpoints", default="final", show_default=True, help="all | final | best | e4,e8 | s100.")
@@ -53,10 +40,11 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
            as_json):
     """Sample checkpoints after training: checkpoint × strength × prompt form, with the base model column."""
     from .. import sample as sample_mod
+    from ..report import run_ids
     from ..errors import BadInput
     from .run import gpu_option
 
-    root, ledger = recorded_ledger(ctx)
+    root, _ = recorded_ledger(ctx)
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
     except ValueError:
@@ -69,7 +57,7 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
                                  best_by=best_by)
     gpus = gpu_option(gpu)
     _check_prompts(extra)
-    jobs = [sample_mod.prepare(root, run_id, request, gpus) for run_id in _run_refs(ledger, refs)]  # all checked first
+    jobs = [sample_mod.prepare(root, run_id, request, gpus) for run_id in run_ids(root, refs)]  # all checked first
     say = (lambda _: None) if as_json else click.echo
     results = []
     for job in jobs:

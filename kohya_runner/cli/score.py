@@ -29,13 +29,12 @@ def score(ctx, refs, max_images, gpu, as_json):
     from ..score import score_run
     from .display import text_table
     from .run import gpu_option
-    from .sample import _run_refs
+    from ..report import run_ids
 
-    root, ledger = recorded_ledger(ctx)
+    root, _ = recorded_ledger(ctx)
     gpus = gpu_option(gpu)
-    run_ids = _run_refs(ledger, refs)
     say = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
-    results = [score_run(root, run_id, max_images=max_images, gpus=gpus, say=say) for run_id in run_ids]
+    results = [score_run(root, run_id, max_images=max_images, gpus=gpus, say=say) for run_id in run_ids(root, refs)]
     if as_json:
         print_json({"runs": results}, schema="scores")
         return

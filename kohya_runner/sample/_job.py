@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from .. import atomic, runfolder, workspace
 from ..errors import BadInput, Failed
-from ._plan import Cell, Pass, Request, build, pick_checkpoints
+from ._plan import KINDS, Cell, Pass, Request, build, pick_checkpoints
 from ._store import ledger_rows
 
 JOB_SCHEMA = "kr.sample-job/1"
@@ -67,7 +67,7 @@ def prepare(home: Path, ref: str, request: Request, gpus: list[int] | None = Non
     if row.active and any(c.kind == "final" for c in chosen):
         raise BadInput(f"{row.run_id} is still {row.status}; its final LoRA is not written yet. Fix: wait, or "
                        "name saved epochs (--checkpoints e2,e4)")
-    bad = sorted(set(request.kinds) - {"trigger", "no-trigger", "variants"})
+    bad = sorted(set(request.kinds) - set(KINDS))
     if bad:
         raise BadInput(f"--kinds {','.join(bad)} is not a prompt form. Fix: use trigger, no-trigger and/or variants")
     config = load_options(Path(row.run_dir))
