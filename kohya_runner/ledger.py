@@ -442,10 +442,11 @@ class Ledger:
         return [dict(zip(RATING_COLUMNS, row)) for row in self._read(
             f"SELECT {', '.join(RATING_COLUMNS)} FROM ratings WHERE run_id = ? ORDER BY created_at, rating_id", (run_id,))]
 
-    def record_scores(self, run_id: str, scores: list[dict[str, Any]]) -> None:
+    def record_scores(self, run_id: str, scores: list[dict[str, Any]], created_at: float) -> None:
+        """A run's checkpoint scores, replacing its earlier ones (created_at: as in its scores.json)."""
         with self._write() as db:
             db.execute("DELETE FROM scores WHERE run_id = ?", (run_id,))
-            _put(db, "scores", SCORE_COLUMNS, _score_rows(run_id, scores, time.time()))
+            _put(db, "scores", SCORE_COLUMNS, _score_rows(run_id, scores, created_at))
 
     def scores(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(row[0]) for row in

@@ -63,7 +63,7 @@ def score_run(home: Path, ref: str, *, max_images: int | None = None, gpus: list
               "probe_images": min(len(images), max_images or PROBE_IMAGES, PROBE_IMAGES), "timesteps": TIMESTEPS,
               "how": REASON, "checkpoints": entries}
     atomic.write_text(runfolder.of(row.run_dir).scores, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    ledger.record_scores(row.run_id, entries)
+    ledger.record_scores(row.run_id, entries, result["created_at"])
     return result
 
 
