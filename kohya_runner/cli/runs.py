@@ -79,8 +79,9 @@ def show(ctx, ref, as_json):
     scores = ledger.scores(row.run_id)
     ratings = ledger.ratings(row.run_id)
     if as_json:
-        scored = _read_scores(Path(row.run_dir))
-        posthoc["scores"] = {"seconds": scored.get("seconds"), "probe_seconds": scored.get("probe_seconds")} if scored else None
+        from ..score import timing
+
+        posthoc["scores"] = timing(Path(row.run_dir))
         print_json({"run": row.to_json(), "manifest": manifest, "posthoc": posthoc, "scores": scores,
                     "ratings": ratings}, schema="run")
         return
@@ -111,17 +112,6 @@ def show(ctx, ref, as_json):
     top = top_score(scores)
     if top:
         click.echo(f"{'best score:':<16}{top['score']:.1f} ({top['label']}); all: kr runs best {row.run_id}")
-
-
-def _read_scores(run_dir) -> dict | None:
-    import json
-
-    from .. import runfolder
-
-    try:
-        return json.loads(runfolder.of(run_dir).scores.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 @runs.command("tail", epilog="Example:\n\n  kr runs tail marker-0003")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ._combine import COPYING_RATIO, FULL_FIT, REASON, combine
-from ._run import dataset_images, score_run, style_references
+from ._run import dataset_images, score_run, style_references, timing
 
 
 def recorded(home: Path, run_id: str) -> list[dict]:
@@ -47,4 +47,4 @@ def best_checkpoint(home: Path, run_id: str, found: list):
 
 
 __all__ = ["COPYING_RATIO", "FULL_FIT", "REASON", "best_checkpoint", "best_of", "combine", "dataset_images",
-           "recorded", "score_run", "style_references", "top"]
+           "recorded", "score_run", "style_references", "timing", "top"]

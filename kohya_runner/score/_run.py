@@ -67,6 +67,15 @@ def score_run(home: Path, ref: str, *, max_images: int | None = None, gpus: list
     return result
 
 
+def timing(run_dir: Path) -> dict[str, Any] | None:
+    """How long the run's last scoring took (from its scores.json): in all, and in the probe."""
+    try:
+        data = json.loads(runfolder.of(run_dir).scores.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"seconds": data.get("seconds"), "probe_seconds": data.get("probe_seconds")} if isinstance(data, dict) else None
+
+
 def _key(checkpoint, epochs_total) -> str:
     from ..sample import column_key
 
