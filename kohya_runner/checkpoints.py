@@ -141,7 +141,7 @@ def best(checkpoints: list[Checkpoint]) -> Checkpoint | None:
 class Choice:
     run_id: str
     checkpoint: Checkpoint
-    how: str  # "best" | "epoch" | "step" | "result"
+    how: str  # "best" | "epoch" | "step" | "checkpoint" | "result"
     criterion: str
     checkpoints: list[Checkpoint]
     by: str = "loss"  # what "best" went by: "score" | "loss"
@@ -189,14 +189,20 @@ def saved_checkpoints(home: Path, ref: str, *, allow_none: bool = False) -> Save
 
 
 def choose(home: Path, ref: str, *, epoch: int | None = None, step: int | None = None,
-           best_loss: bool = False, by: str = "loss", say=None) -> Choice:
-    """The checkpoint the user names (--epoch/--step), the best one (--best: by score, scoring the run
-    first if it has none, or by the lowest loss), or the run's result."""
+           best_loss: bool = False, by: str = "loss", say=None, checkpoint: str | None = None) -> Choice:
+    """The checkpoint the user names (--epoch/--step, or its file name), the best one (--best: by score,
+    scoring the run first if it has none, or by the lowest loss), or the run's result."""
+    if sum([epoch is not None, step is not None, bool(best_loss), checkpoint is not None]) > 1:
+        raise BadInput("give only one of --epoch, --step, --checkpoint and --best. Fix: drop the others")
     run = saved_checkpoints(home, ref)
     row, found, tag = run.row, run.checkpoints, run.criterion
     saved = ", ".join(c.label for c in found)
-    if sum([epoch is not None, step is not None, bool(best_loss)]) > 1:
-        raise BadInput("give only one of --epoch, --step and --best. Fix: drop the others")
+    if checkpoint is not None:
+        match = [c for c in found if c.file.name == checkpoint]
+        if not match:
+            raise BadInput(f"run {row.run_id} saved no checkpoint named {checkpoint!r}. "
+                           f"Fix: one of {', '.join(c.file.name for c in found)}")
+        return Choice(row.run_id, match[0], "checkpoint", tag, found)
     if epoch is not None:
         match = [c for c in found if c.epoch == epoch and c.kind in ("epoch", "final")]
         if not match:
@@ -285,7 +291,7 @@ def clean_name(name: str) -> str:
 
 def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: int | None = None,
             best_loss: bool = False, policy: str | None = None, name: str | None = None,
-            force: bool = False, by: str = "score", say=None) -> dict[str, Any]:
+            force: bool = False, by: str = "score", say=None, checkpoint: str | None = None) -> dict[str, Any]:
     """Copy the chosen checkpoint to `out/NAME.safetensors`, its header rewritten per `policy`."""
     from .ledger import open_ledger
     from .run import load_spec
@@ -294,7 +300,7 @@ def release(home: Path, ref: str, out: Path, *, epoch: int | None = None, step: 
         raise BadInput(f"--policy {policy!r} is not a metadata policy. Fix: use one of {', '.join(POLICIES)}")
     if name is not None:
         clean_name(name)  # checked before a choice by score, which may sample and probe first
-    choice = choose(home, ref, epoch=epoch, step=step, best_loss=best_loss, by=by, say=say)
+    choice = choose(home, ref, epoch=epoch, step=step, best_loss=best_loss, by=by, say=say, checkpoint=checkpoint)
     row = open_ledger(home).get(choice.run_id)
     if row.active and choice.checkpoint.kind == "final":
         raise BadInput(f"{row.run_id} is still {row.status}. Fix: wait for it to finish, or name a saved epoch")

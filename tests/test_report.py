@@ -440,6 +440,13 @@ def test_release_best_and_chosen_epochs_of_a_real_run(tiny_run, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(["client-style.safetensors", "tiny-demo.safetensors", *cards])
     spec_policy = json.loads((Path(row["run_dir"]) / "spec.json").read_text())["privacy"]["metadata"]
     assert f"metadata policy {spec_policy}" in default.stdout
+    by_file = run_kr("release", row["run_id"], "--checkpoint", "tiny-demo-000002.safetensors", "-o", out,
+                     "--name", "by-file", "--json", env=env)
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["checkpoint"]["label"] == "epoch 2"
+    for args in (["--checkpoint", "../output/tiny-demo.safetensors"], ["--checkpoint", "x.safetensors", "--epoch", "2"]):
+        refused = run_kr("release", row["run_id"], *args, "-o", out, "--name", "refused", env=env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (out / "refused.safetensors").exists()
 
 
 def test_sweep_report_and_compare_open_offline_in_chromium(tiny_sweep, tmp_path):
