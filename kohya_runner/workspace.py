@@ -70,3 +70,18 @@ def require_recorded(root: Path) -> Path:
         raise BadInput(f"no kr workspace at {root} (no ledger, no runs). Fix: pass the workspace kr wrote "
                        "to with --home (or KR_HOME); the first `kr run`, `kr sweep` or `kr demo` creates one")
     return root
+
+
+def settled_ledger(root: Path):
+    """The workspace's ledger (rebuilt from the run folders if its file is missing; read-only on a full or
+    read-only disk, where nothing is settled), with runs whose kr process died settled first
+    (run.reconcile), so no reader takes a dead run for a running one. Raises BadInput for a damaged ledger
+    (naming `kr runs rebuild`), Failed when it cannot be created."""
+    from .ledger import ACTIVE, open_ledger
+
+    ledger = open_ledger(root)
+    if not ledger.read_only and ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
+        from .run import reconcile
+
+        reconcile(root)
+    return ledger

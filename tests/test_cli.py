@@ -86,9 +86,9 @@ def test_display_helpers_align_and_format_one_way():
     assert [number(None), number(0.123456), number(12.5, 3)] == ["–", "0.1235", "12.5"]
 
 
-def test_open_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monkeypatch):
+def test_the_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monkeypatch):
     from kohya_runner import ledger as ledger_mod, run as run_mod
-    from kohya_runner.cli.common import open_ledger
+    from kohya_runner.workspace import settled_ledger
 
     class FakeLedger:
         active: list = []
@@ -100,11 +100,10 @@ def test_open_ledger_settles_dead_runs_only_when_some_look_active(tmp_path, monk
     settled = []
     monkeypatch.setattr(ledger_mod, "open_ledger", lambda root: FakeLedger())
     monkeypatch.setattr(run_mod, "reconcile", lambda root: settled.append(root))
-    open_ledger(tmp_path)
-    FakeLedger.active = ["a running row"]
-    open_ledger(tmp_path, settle=False)
+    settled_ledger(tmp_path)
     assert settled == []
-    open_ledger(tmp_path)
+    FakeLedger.active = ["a running row"]
+    settled_ledger(tmp_path)
     assert settled == [tmp_path]
 
 

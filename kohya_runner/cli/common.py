@@ -51,19 +51,11 @@ def print_json(data: Any, schema: str | None = None) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def open_ledger(root: Path, *, settle: bool = True):
-    """The workspace's ledger (rebuilt from the run folders if its file is missing; read-only on a full or
-    read-only disk, where nothing is settled); with settle, runs whose kr process died are settled first
-    (run.reconcile), so no command reads a dead run as running. Raises BadInput for a damaged ledger
-    (naming `kr runs rebuild`), Failed when it cannot be created."""
-    from ..ledger import ACTIVE, open_ledger as open_workspace_ledger
+def open_ledger(root: Path):
+    """The workspace's ledger, dead runs settled first (workspace.settled_ledger)."""
+    from .. import workspace
 
-    ledger = open_workspace_ledger(root)
-    if settle and not ledger.read_only and ledger.runs(status=list(ACTIVE)):  # only then is the (heavier) run module needed
-        from ..run import reconcile
-
-        reconcile(root)
-    return ledger
+    return workspace.settled_ledger(root)
 
 
 def recorded_ledger(ctx: click.Context):
