@@ -511,7 +511,7 @@ def _run_report(home: Path, data: RunData, stage: Staging, ledger_scores: list[d
     top = top_score(list(scores.values()))
     diff = preset_diff(home, data.row.preset, data.spec)
     notes = _run_notes(data)
-    summary = _run_summary(data)
+    summary = run_summary(data)
     context = {
         "kind": "run", "run_id": data.run_id, "title": f"{data.run_id} — evaluation sheet", "summary": summary,
         "notes": notes, "about": demo.explanation_for_dataset(data.spec.dataset.dir),
@@ -557,7 +557,7 @@ def _ablation(rows: list[Row], columns: list[Column], changes: list[list[float |
     return out
 
 
-def _run_summary(data: RunData) -> list[tuple[str, str]]:
+def run_summary(data: RunData) -> list[tuple[str, str]]:
     row, spec = data.row, data.spec
     outcome = (data.manifest or {}).get("outcome") or {}
     items = [("run", row.run_id), ("status", row.status + (f" ({row.reason})" if row.reason else "")),
@@ -655,7 +655,7 @@ def sweep_report(home: Path, sweep_id: str, out: Path | None = None) -> dict[str
                           sweep=sweep)
 
 
-def _final_column(data: RunData) -> Column | None:
+def final_column(data: RunData) -> Column | None:
     """The newest checkpoint's column at full strength (post hoc or from training)."""
     trained = [c for c in data.columns if c.kind != "base" and c.strength == 1.0]
     return max(trained, key=lambda c: (c.kind == "epoch", c.number)) if trained else None
@@ -698,7 +698,7 @@ def _compare_report(runs: list[RunData], stage: Staging, title: str, sweep) -> d
             lines.append({"kind": "base", "title": label, "sub": ["before training (sample_at_first)"],
                           "samples": samples, "run": None})
     for i, data in enumerate(runs):
-        final = _final_column(data)
+        final = final_column(data)
         samples = [data.samples.get((final.key, per_run[i][key])) if final and key in per_run[i] else None
                    for key in order]
         diffs = [f"{k} = {show_value(flats[i].get(k, ABSENT))}" for k in varying]

@@ -56,7 +56,7 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
                                  seeds=seed_list, base=not no_base, max_images=max_images, batch_size=batch_size,
                                  best_by=best_by)
     gpus = gpu_option(gpu)
-    _check_prompts(extra)
+    sample_mod.check_prompts(extra)
     jobs = [sample_mod.prepare(root, run_id, request, gpus) for run_id in run_ids(root, refs)]  # all checked first
     say = (lambda _: None) if as_json else click.echo
     results = []
@@ -74,15 +74,3 @@ def sample(ctx, refs, checkpoints, best_by, strengths, kinds, extra, seeds, no_b
     if any(r["status"] == "stopped" for r in results):
         raise SystemExit(1)
 
-
-def _check_prompts(extra: tuple[str, ...]) -> None:
-    """An extra subject becomes a prompt line: one line, no option marker (sd-scripts would misread it)."""
-    from ..errors import BadInput
-    from ..spec import build_spec
-
-    if not extra:
-        return
-    try:
-        build_spec({"sampling": {"prompts": list(extra)}}, source="--prompt")
-    except BadInput as error:
-        raise BadInput(f"--prompt: {error.message}") from None

@@ -8,8 +8,8 @@ base model as a column, made by the trainer's own generator (sd-scripts' gen_img
 
 from ._after import after_training
 from ._job import Job, prepare, record_in_ledger, run
-from ._plan import BASE, KINDS, Cell, Request, column_key, parse_strengths
+from ._plan import BASE, KINDS, Cell, Request, check_prompts, column_key, parse_strengths
 from ._store import images, ledger_rows, rebuild_rows, summary
 
-__all__ = ["BASE", "after_training", "KINDS", "Cell", "Job", "Request", "column_key", "images", "ledger_rows", "parse_strengths", "prepare",
+__all__ = ["BASE", "after_training", "KINDS", "Cell", "check_prompts", "Job", "Request", "column_key", "images", "ledger_rows", "parse_strengths", "prepare",
            "rebuild_rows", "record_in_ledger", "run", "summary"]

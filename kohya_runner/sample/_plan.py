@@ -166,3 +166,15 @@ def _cell(column: str, checkpoint: str | None, strength: float | None, prompt) -
     tag = "" if strength is None else f"_m{strength:g}".replace("-", "n")
     line = f"p{index:02d}" if index is not None else "x" + hashlib.sha1(text.encode()).hexdigest()[:8]
     return Cell(f"{column}{tag}_{line}_{kind}_{seed}.png", column, checkpoint, strength, kind, subject, text, seed, index)
+
+
+def check_prompts(extra) -> None:
+    """An extra subject becomes a prompt line: one line, no option marker (sd-scripts would misread it)."""
+    from ..spec import build_spec
+
+    if not extra:
+        return
+    try:
+        build_spec({"sampling": {"prompts": list(extra)}}, source="--prompt")
+    except BadInput as error:
+        raise BadInput(f"--prompt: {error.message}") from None
