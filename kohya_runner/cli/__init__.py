@@ -24,6 +24,7 @@ COMMANDS = {
     "release": ("kohya_runner.cli.release:release", "kr release marker-0003 --best -o ~/deliveries --policy scrub"),
     "render": ("kohya_runner.cli.render:render", "kr render marker --dataset ./imgs --base sdxl.safetensors -o ./out"),
     "report": ("kohya_runner.cli.report:report", "kr report marker-0003   (or a sweep id)"),
+    "review": ("kohya_runner.cli.review:review", "kr review --port 8765   (open the printed link)"),
     "run": ("kohya_runner.cli.run:run", "kr run marker --dataset ./imgs --base sdxl.safetensors"),
     "runs": ("kohya_runner.cli.runs:runs", "kr runs ls --status running"),
     "score": ("kohya_runner.cli.score:score", "kr score marker-0003 --max-images 8"),

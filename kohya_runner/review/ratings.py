@@ -36,13 +36,18 @@ def _text(value: str | None, what: str, limit: int, required: bool) -> str | Non
     return text
 
 
+def check_reviewer(name: str | None) -> str:
+    """A reviewer's name as it is stored: one line of printable text, at most MAX_REVIEWER characters."""
+    return _text(name, "reviewer name", MAX_REVIEWER, required=True)
+
+
 def rate(home: Path, ref: str, *, reviewer: str, stars: int, note: str | None = None,
          checkpoint: str | None = None, sample: str | None = None) -> dict[str, Any]:
     """Record one rating; returns it. Raises BadInput, writing nothing, for any bad value."""
     from ..checkpoints import saved_checkpoints
     from ..ledger import open_ledger
 
-    name = _text(reviewer, "reviewer name", MAX_REVIEWER, required=True)
+    name = check_reviewer(reviewer)
     text = _text(note, "note", MAX_NOTE, required=False)
     if isinstance(stars, bool) or not isinstance(stars, int) or not 1 <= stars <= 5:
         raise BadInput(f"stars {stars!r} is not a whole number from 1 to 5. Fix: rate 1 to 5")
