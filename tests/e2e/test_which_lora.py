@@ -250,3 +250,151 @@ def test_one_sample_job_per_device_the_next_one_waits(studio):
     out, err = process.communicate(timeout=120)  # the lock is free: it runs
     assert process.returncode == 0, out + err
     assert "queued: another sample job is using cpu" in out and "succeeded: 1/1" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# The review board (kr review) on these runs, in headless Chromium, as a team uses it.
+
+
+def test_a_team_reviews_real_runs_in_the_browser(studio, tmp_path):
+    from browser import Browser, missing_reason
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if missing_reason() is not None:
+        pytest.skip(missing_reason())
+    from board_server import only_local, shots_folder, start_board
+
+    home, good, leaky = studio["home"], studio["good"]["run_id"], studio["leaky"]["run_id"]
+    shots = shots_folder(tmp_path)
+    board = start_board(home)
+    try:
+        with Browser() as browser:
+            driver = browser.driver
+            wait = WebDriverWait(driver, 30)
+            find = driver.find_element
+
+            # the printed link opens the board; the token leaves the address bar
+            browser.open(board.url)
+            assert driver.current_url == board.base + "/"
+            listed = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#runs tbody td:nth-child(2) a")]
+            assert good in listed and leaky in listed
+            find(By.ID, "reviewer-input").send_keys("Ana")
+            find(By.CSS_SELECTOR, "#reviewer-form button").click()
+            wait.until(lambda d: d.find_elements(By.ID, "reviewer-name"))
+            assert find(By.ID, "reviewer-name").text == "Ana"
+            browser.screenshot(shots / "review-board.png")
+
+            # a run: its grid, base column first, the final checkpoint made post hoc
+            find(By.LINK_TEXT, good).click()
+            wait.until(lambda d: d.find_elements(By.ID, "grid"))
+            heads = [h.text.split("\n")[0] for h in driver.find_elements(By.CSS_SELECTOR, "#grid thead th.col")]
+            assert heads[0] == "base model" and "epoch 40 (final)" in heads, heads
+            assert "Checkpoints" in driver.page_source and "Loss" in driver.page_source
+            assert driver.find_elements(By.CSS_SELECTOR, "svg.curve path.line")
+            browser.screenshot(shots / "review-run.png")
+
+            # zoom: the full-size image, larger than its cell; arrow keys move, Z shows it 1:1, Esc closes
+            rows = driver.find_elements(By.CSS_SELECTOR, "#grid tr.line")
+            final_at = heads.index("epoch 40 (final)")
+            rows[0].find_elements(By.CSS_SELECTOR, "td")[final_at].find_element(By.CSS_SELECTOR, "button.cell").click()
+            viewer = find(By.ID, "viewer")
+            wait.until(lambda d: viewer.is_displayed() and d.execute_script(
+                "const i = document.getElementById('viewer-image'); return i.complete && i.naturalWidth > 0"))
+            image = find(By.ID, "viewer-image")
+            natural = driver.execute_script("return document.getElementById('viewer-image').naturalWidth")
+            assert natural == 64 and image.size["width"] > 4 * natural  # the zoom: far larger than the 64 px file
+            first = find(By.ID, "viewer-caption").text
+            assert "epoch 40 (final)" in first
+            browser.screenshot(shots / "review-zoom.png", full=False)
+            body = find(By.TAG_NAME, "body")
+            body.send_keys(Keys.ARROW_LEFT)
+            wait.until(lambda d: d.find_element(By.ID, "viewer-caption").text != first)
+            left = find(By.ID, "viewer-caption").text
+            assert "epoch 40" not in left
+            body.send_keys(Keys.ARROW_DOWN)
+            wait.until(lambda d: d.find_element(By.ID, "viewer-caption").text != left)
+            body.send_keys("z")
+            assert "actual" in find(By.ID, "viewer-frame").get_attribute("class")
+            assert image.size["width"] == natural
+            body.send_keys("4")  # rate this image 4 stars
+            wait.until(lambda d: "rated 4★ as Ana" in d.find_element(By.CSS_SELECTOR, "#viewer-rate .rated").text)
+            rated_file = viewer.get_attribute("data-file")
+            body.send_keys(Keys.ESCAPE)
+            wait.until(lambda d: not viewer.is_displayed())
+
+            # compare two checkpoints of the run side by side, at the same seeds
+            picks = {h.text.split("\n")[0]: h.find_element(By.CSS_SELECTOR, "input.pick")
+                     for h in driver.find_elements(By.CSS_SELECTOR, "#grid thead th.col")}
+            picks["epoch 10"].click()
+            picks["epoch 40 (final)"].click()
+            find(By.ID, "compare").click()
+            wait.until(lambda d: d.find_elements(By.ID, "lineup"))
+            lineup = [h.text.split("\n")[0] for h in driver.find_elements(By.CSS_SELECTOR, "#lineup thead th.col")]
+            assert lineup == ["base model", f"{good} · epoch 10", f"{good} · epoch 40 (final)"], lineup
+            lines = driver.find_elements(By.CSS_SELECTOR, "#lineup tr.line")
+            assert lines and all(len(line.find_elements(By.CSS_SELECTOR, "button.cell")) == 3 for line in lines[:4])
+            assert all("seed" in line.find_element(By.CSS_SELECTOR, "th").text for line in lines)
+            browser.screenshot(shots / "review-compare.png")
+
+            # rate the final checkpoint, then release it from the page
+            browser.open(f"{board.base}/runs/{good}")
+            row = next(r for r in driver.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr") if "(final)" in r.text)
+            final_file = row.get_attribute("data-checkpoint")
+            row.find_elements(By.CSS_SELECTOR, ".star")[4].click()
+            row.find_element(By.CSS_SELECTOR, 'input[name="note"]').send_keys("clean marker lines")
+            row.find_element(By.CSS_SELECTOR, "form.checkpoint-rate button[type=submit]").click()
+            wait.until(lambda d: "5.0★" in d.find_element(By.CSS_SELECTOR, f'#checkpoints tr[data-checkpoint="{final_file}"]').text)
+            row = find(By.CSS_SELECTOR, f'#checkpoints tr[data-checkpoint="{final_file}"]')
+            assert "Ana" in row.text
+            row.find_element(By.CSS_SELECTOR, ".release-open").click()
+            name = row.find_element(By.CSS_SELECTOR, 'form.release input[name="name"]')
+            name.clear()
+            name.send_keys("marker-from-board")
+            row.find_element(By.CSS_SELECTOR, "form.release button[type=submit]").click()
+            wait.until(lambda d: "Released" in d.find_element(By.ID, "message").text)
+            delivered = home / "releases" / "marker-from-board.safetensors"
+            assert delivered.is_file() and str(delivered) in find(By.ID, "message").text
+            card = json.loads((home / "releases" / "marker-from-board.card.json").read_text())
+            assert card["ratings"]["mean"] == 5.0
+            browser.screenshot(shots / "review-released.png")
+
+            # more samples from the page: epoch 10 at strength 0.5, with the trigger only; queued like the CLI's
+            find(By.CSS_SELECTOR, ".sample-form summary").click()
+            form = find(By.ID, "sample-form")
+            for box in form.find_elements(By.CSS_SELECTOR, 'input[name="checkpoints"]'):
+                if box.is_selected() != (box.get_attribute("value") == "e10"):
+                    box.click()
+            for box in form.find_elements(By.CSS_SELECTOR, 'input[name="kinds"]'):
+                if box.is_selected() != (box.get_attribute("value") == "trigger"):
+                    box.click()
+            strengths = form.find_element(By.CSS_SELECTOR, 'input[name="strengths"]')
+            strengths.clear()
+            strengths.send_keys("0.5")
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            wait.until(lambda d: "Sampling started" in d.find_element(By.ID, "message").text)
+            WebDriverWait(driver, 240).until(lambda d: "epoch 10 · strength 0.5" in d.page_source
+                                             and d.find_elements(By.ID, "grid"))
+            jobs = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#jobs tr[data-job]")]
+            assert any("succeeded" in j for j in jobs), jobs
+            browser.screenshot(shots / "review-sampled.png")
+
+            # two runs side by side from the board
+            browser.open(board.base + "/")
+            for run_id in (good, leaky):
+                find(By.CSS_SELECTOR, f'#runs input.pick[value="{run_id}"]').click()
+            find(By.ID, "compare").click()
+            wait.until(lambda d: d.find_elements(By.ID, "lineup"))
+            heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#lineup thead th.col")]
+            assert heads[0].startswith("base model") and any(h.startswith(good) for h in heads) \
+                and any(h.startswith(leaky) for h in heads)
+            assert any("dataset" in h for h in heads)  # the settings in which the two runs differ
+            browser.screenshot(shots / "review-two-runs.png")
+            only_local(browser, board)
+    finally:
+        board.stop()
+    shown = json.loads(subprocess.run([sys.executable, "-m", "kohya_runner", "runs", "show", good, "--json"],
+                                      env={**os.environ, "KR_HOME": str(home)}, capture_output=True, text=True).stdout)
+    assert {(r["sample"], r["stars"], r["reviewer"]) for r in shown["ratings"]} >= {(rated_file, 4, "Ana"),
+                                                                                   (None, 5, "Ana")}
