@@ -203,7 +203,8 @@ class Board:
                 cells.append(self._lineup_cell(base_owner["data"], "e000000", identity))
             for entry in columns:
                 cells.append(self._lineup_cell(entry["data"], entry["column"].key if entry["column"] else None, identity))
-            lines.append({"kind_label": prompt.kind_label, "text": prompt.text, "seed": prompt.seed, "cells": cells})
+            if any(cells):  # a prompt only some other column sampled (e.g. extra seeds) has nothing to line up
+                lines.append({"kind_label": prompt.kind_label, "text": prompt.text, "seed": prompt.seed, "cells": cells})
         settings = _differences([e["data"] for e in columns])
         heads = ([{"label": "base model", "run_id": base_owner["run_id"], "key": "e000000", "settings": []}]
                  if base_owner else []) + \

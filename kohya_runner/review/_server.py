@@ -121,6 +121,9 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = DEFAULT_PORT, read_on
             "the link can see every run of this workspace" + ("" if read_only else ", rate, release and start jobs")
             + "; the traffic is plain HTTP (not encrypted). Use --read-only to show results to a client.")
     say(f"kr review: {listening.url}")
+    if not is_loopback(host):
+        name = socket.gethostname() if host in ANY_ADDRESS else (f"[{host}]" if ":" in host else host)
+        say(f"  from other machines: http://{name}:{listening.port}/?token={token}")
     say(f"  workspace {home}" + (" (read-only)" if read_only else f"; releases go to {releases}") + "; Ctrl-C stops it")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
                             proxy_headers=False, timeout_graceful_shutdown=3)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from board_server import start_board
+from board_server import start_board, wait_for
 from conftest import SDXL_KEYS, _header_base, make_standin_checkout, run_kr
 from synthetic_run import make_run
 
@@ -178,6 +178,8 @@ def test_another_interface_only_with_host_and_a_warning(workspace):
     try:
         assert server.get("/").status == 200
         assert any("reachable from other machines" in line for line in server.lines), server.lines
+        shown = wait_for(lambda: next((l for l in server.lines if "from other machines: http://" in l), None), 10)
+        assert shown.endswith(f":{server.port}/?token={server.token}")
         listening = [c for c in psutil.Process(server.process.pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
         assert [c.laddr.ip for c in listening] == ["0.0.0.0"]
     finally:
