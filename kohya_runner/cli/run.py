@@ -157,7 +157,8 @@ def summary(row) -> None:
 def next_steps(run_id: str) -> None:
     """What to do with a finished run (after `kr run` and `kr demo`)."""
     steps = [(f"kr report {run_id}", "evaluation sheet: samples side by side, loss, config"),
-             (f"kr release {run_id} --best -o DIR", "deliver the lowest-loss checkpoint"),
+             ("kr review", "the review board in your browser: compare, rate, release"),
+             (f"kr release {run_id} --best -o DIR", "deliver the highest-scoring checkpoint (with its model card)"),
              (f"kr runs show {run_id}", "everything the ledger knows about it")]
     width = max(len(command) for command, _ in steps)
     click.echo("next:")
