@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS runs (
     run_dir       TEXT NOT NULL,
     result_path   TEXT,
     resumed_from  TEXT,
-    peak_vram     INTEGER
+    peak_vram     INTEGER,
+    retry_of      TEXT,
+    retry_change  TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep_id);
@@ -166,6 +168,8 @@ class RunRow:
     result_path: str | None
     resumed_from: str | None
     peak_vram: int | None  # bytes in use on the run's GPU at most (NVML); None on the CPU
+    retry_of: str | None = None  # an out-of-memory retry: the first run of its chain (kohya_runner.memory)
+    retry_change: str | None = None  # … and the memory setting this attempt changed
 
     @property
     def active(self) -> bool:
@@ -197,7 +201,7 @@ RUN_COLUMNS = [f.name for f in fields(RunRow)]
 # Updates touching these columns are copied to the run's run.json at once (progress columns are not:
 # run.json is rewritten at the end, and a rebuilt row of a live run gets them on the next update).
 MIRRORED = {"status", "pid", "pid_start", "pgid", "supervisor_pid", "supervisor_start", "stop_requested",
-            "started_at", "sweep_id"}
+            "started_at", "sweep_id", "retry_of", "retry_change"}
 
 
 @dataclass
@@ -409,6 +413,11 @@ class Ledger:
             sql += f" LIMIT {int(limit)}"
         return [RunRow(*row) for row in self._read(sql, params)]
 
+    def attempts(self, first: str) -> list[RunRow]:
+        """A run and its out-of-memory retries (runs whose retry_of is it), oldest first."""
+        return [RunRow(*row) for row in self._read(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ? OR retry_of = ? ORDER BY id", (first, first))]
+
     def delete(self, run_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
@@ -538,7 +547,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Ledgers written by an older kr lack the newer columns; add them (NULL for old runs)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    for name, kind in (("peak_vram", "INTEGER"),):
+    for name, kind in (("peak_vram", "INTEGER"), ("retry_of", "TEXT"), ("retry_change", "TEXT")):
         if name not in have:
             try:
                 db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")

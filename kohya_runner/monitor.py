@@ -432,25 +432,18 @@ def _hint(reason: str, spec=None, progress: Progress | None = None) -> str | Non
 
 
 def oom_hint(spec, during_sampling: bool = False) -> str:
-    """The next memory setting to try, in the order that costs the least quality."""
+    """The next memory setting to try: the next rung of the ladder (kohya_runner.memory), the one an
+    automatic retry takes."""
     if spec is None:
         return "lower dataset.batch_size or turn on precision.gradient_checkpointing"
     if during_sampling:
         return "the run ran out of memory while sampling: lower sampling.width/height or sample less often"
-    p, d, n = spec.precision, spec.dataset, spec.network
-    steps = [
-        (not p.gradient_checkpointing, "set precision.gradient_checkpointing=true"),
-        (d.batch_size > 1, f"set dataset.batch_size=1 and training.gradient_accumulation_steps={d.batch_size} "
-                           "(same effective batch)"),
-        (spec.model.family == "sdxl" and n.unet_only and not p.cache_text_encoder_outputs,
-         "set precision.cache_text_encoder_outputs=true"),
-        (not (p.cache_latents or p.cache_latents_to_disk), "set precision.cache_latents=true"),
-        (p.mixed_precision == "bf16" and not p.full_bf16, "set precision.full_bf16=true"),
-        (p.mixed_precision != "no" and not p.fp8_base, "set precision.fp8_base=true (or use the sdxl-8gb preset)"),
-        (n.dim > 8, f"set network.dim=8 and network.alpha=4 (now {n.dim})"),
-        (max(d.resolution) > 768, "set dataset.resolution=768"),
-    ]
-    return next((text for applies, text in steps if applies), "this run does not fit this GPU; use a larger one")
+    from .memory import rungs
+
+    rung = next(iter(rungs(spec)), None)
+    if rung is None:
+        return "this run does not fit this GPU; use a larger one"
+    return f"set {rung.text} ({rung.name})"
 
 
 # ----------------------------------------------------------------------------------------------

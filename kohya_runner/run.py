@@ -56,6 +56,8 @@ class RunOptions:
     step_offset: int = 0
     resumed_from: str | None = None
     stop_timeouts: tuple[float, float] = STOP_TIMEOUTS
+    retry_of: str | None = None  # an out-of-memory retry of this run (kohya_runner.memory)
+    retry_change: str | None = None
 
 
 def backend_for(spec: Spec, options: RunOptions) -> str:
@@ -92,7 +94,8 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
     ledger = open_ledger(home)
     row = ledger.create_run(spec.name, workspace.runs_dir(home), preset=options.preset, spec_hash=spec.hash(),
                             backend=backend, sweep_id=options.sweep_id, step_offset=options.step_offset,
-                            resumed_from=options.resumed_from,
+                            resumed_from=options.resumed_from, retry_of=options.retry_of,
+                            retry_change=options.retry_change,
                             gpu=",".join(map(str, options.gpus)) if options.gpus is not None else None)
     run_dir = Path(row.run_dir)
     try:
@@ -109,6 +112,22 @@ def prepare(home: Path, spec: Spec, options: RunOptions) -> RunRow:
         ledger.finish(row.run_id, "failed", reason="setup", hint=str(error)[:500])
         raise
     return ledger.get(row.run_id)
+
+
+def prepare_retry(home: Path, row: RunRow, say: Callable[[str], None] | None = None) -> RunRow | None:
+    """After CUDA out of memory: the next attempt's run, prepared (not launched), or None when there is none
+    (kohya_runner.memory.next_attempt says why not: off, used up, no rung left)."""
+    from .memory import next_attempt
+
+    attempt = next_attempt(home, row)
+    if attempt is None:
+        return None
+    options = pre_launch(home, attempt.spec, attempt.options, skip_check=True)
+    retry = prepare(home, attempt.spec, options)
+    if say:
+        say(f"{row.run_id} ran out of GPU memory; attempt {attempt.number} of {attempt.first} is {retry.run_id} "
+            f"with {attempt.rung.name}: {attempt.rung.text}")
+    return retry
 
 
 def with_absolute_dataset(spec: Spec) -> Spec:

@@ -8,6 +8,7 @@ empty) and hands the end to run.finalize(). It runs inside `kr run`, or detached
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -270,16 +271,23 @@ def supervise_main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        process = run_mod.launch(home, args.run_id, cancelled=lambda: state["stop"])
-    except Failed as error:
-        print(error.message, file=sys.stderr)
-        return 1
-    supervisor = state["supervisor"] = Supervisor(home, args.run_id, process)
-    if state["stop"]:
-        supervisor.request_stop()
-    row = supervisor.run()
-    return 0 if row.status == "succeeded" else 1
+    run_id = args.run_id
+    while True:
+        try:
+            process = run_mod.launch(home, run_id, cancelled=lambda: state["stop"])
+        except Failed as error:
+            print(error.message, file=sys.stderr)
+            return 1
+        supervisor = state["supervisor"] = Supervisor(home, run_id, process)
+        if state["stop"]:
+            supervisor.request_stop()
+        row = supervisor.run()
+        # a sweep member's retry is the sweep's to start (it owns the GPU slots)
+        retry = None if supervisor.stop_requested or row.sweep_id else run_mod.prepare_retry(home, row, say=print)
+        if retry is None:
+            return 0 if row.status == "succeeded" else 1
+        state["supervisor"], run_id = None, retry.run_id  # the next attempt, in this same process
+        open_ledger(home).update(run_id, supervisor_pid=os.getpid(), supervisor_start=start_time(os.getpid()))
 
 
 if __name__ == "__main__":

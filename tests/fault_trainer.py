@@ -4,7 +4,10 @@ It reads the rendered --config_file like sd-scripts, prints the contract's conso
 training block, `epoch N/M`, tqdm `steps:` bars with `\\r`, `saving checkpoint:`, `model saved.`),
 writes small kohya-style LoRA files and a real TensorBoard event file, and misbehaves on demand:
 
-    KR_FAULT=ok | slow | crash | oom | nan | nodata | hang | hang_child | exit0_nomodel
+    KR_FAULT=ok | slow | crash | oom | oom_until | nan | nodata | hang | hang_child | exit0_nomodel
+
+`oom_until` runs out of CUDA memory at step 2 until a memory setting changes: every option named in
+KR_FAULT_FITS_WHEN (comma-separated training-config keys, e.g. gradient_checkpointing) must be on.
 
 A test that must act at a known point (e.g. Ctrl-C after a checkpoint) sets KR_FAULT_PAUSE_AFTER_EPOCH=N
 and KR_FAULT_GATE=<file>: after saving epoch N's checkpoint the stand-in creates the gate file and waits
@@ -96,6 +99,9 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # stuck like a wedged CUDA call: only harder signals end it
         while True:
             time.sleep(1)
+    if fault == "oom_until":
+        needed = [k for k in os.environ.get("KR_FAULT_FITS_WHEN", "").split(",") if k]
+        fault = "ok" if all(args.get(k) for k in needed) else "oom"
     log, writer = tensorboard_writer(args)
     step, delay = 0, float(os.environ.get("KR_FAULT_DELAY", "0.3" if fault == "slow" else "0.01"))
     for epoch in range(1, epochs + 1):

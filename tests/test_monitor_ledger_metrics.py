@@ -77,10 +77,11 @@ def test_outcome_rules(text, rc, final, status, reason):
 
 def test_oom_hint_walks_the_memory_ladder():
     spec = build_spec({"dataset": {"batch_size": 4}, "precision": {"gradient_checkpointing": False}})
-    assert "gradient_checkpointing=true" in oom_hint(spec)
-    spec = build_spec({"dataset": {"batch_size": 4}})
     assert "batch_size=1" in oom_hint(spec) and "gradient_accumulation_steps=4" in oom_hint(spec)
-    spec = build_spec({"precision": {"cache_text_encoder_outputs": True, "full_bf16": True}})
+    spec = build_spec({"dataset": {"batch_size": 1}, "precision": {"gradient_checkpointing": False}})
+    assert "gradient_checkpointing=true" in oom_hint(spec)
+    spec = build_spec({"precision": {"cache_text_encoder_outputs": True, "full_bf16": True},
+                       "optimizer": {"type": "AdamW8bit"}})
     assert "fp8_base" in oom_hint(spec)
     assert "sampl" in oom_hint(spec, during_sampling=True)
 

@@ -56,18 +56,23 @@ def gpu_list(value: str, option: str = "--gpus") -> list[int]:
 @click.option("--json", "as_json", is_flag=True, help="Print the final ledger row as JSON.")
 @click.option("--name", "run_name", type=str,
               help="Run name (spec `name`): the run id and the LoRA files are named after it; default: the preset's.")
+@click.option("--no-retry", is_flag=True, help="After CUDA out of memory, do not relaunch with the next memory "
+              "setting (guard.oom_retries=0).")
 @click.pass_context
-def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json, run_name):
+def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json, run_name, no_retry):
     """Train a LoRA: render the preset, launch the trainer, follow it, archive the result.
 
-    OVERRIDES are key.path=value pairs typed by the spec, e.g. network.dim=32.
+    OVERRIDES are key.path=value pairs typed by the spec, e.g. network.dim=32. After CUDA out of memory kr
+    relaunches the run (a new run, linked to the first) with the next memory setting, up to
+    guard.oom_retries times.
     """
     from .. import preset
     from ..run import RunOptions
 
     root = home(ctx)
-    resolved = preset.resolve(preset_name, root, list(overrides), {"dataset.dir": dataset_dir, "model.base": base,
-                                                                    "name": run_name})
+    overrides = list(overrides) + (["guard.oom_retries=0"] if no_retry else [])
+    resolved = preset.resolve(preset_name, root, overrides, {"dataset.dir": dataset_dir, "model.base": base,
+                                                             "name": run_name})
     options = RunOptions(preset=resolved.preset.name, backend=trainer, gpus=gpu_option(gpu))
     execute(root, resolved.spec, options, detach=detach, as_json=as_json, skip_check=skip_check)
 
@@ -95,12 +100,35 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
             click.echo(f"started {row.run_id} in the background ({row.run_dir})\nfollow it: kr runs tail {row.run_id}")
         return
     final = follow_foreground(root, row.run_id, quiet=as_json)
+    while not final.stop_requested:  # CUDA out of memory: the next memory setting, as a new run
+        retry = run_mod.prepare_retry(root, final, say=lambda line: click.echo(line, err=True))
+        if retry is None:
+            break
+        final = follow_foreground(root, retry.run_id, quiet=as_json)
     if as_json:
         print_json(final.to_json(), schema="run-row")
     else:
         summary(final)
+        attempts_summary(root, final)
     if final.status != "succeeded":
         raise SystemExit(1)
+
+
+def attempts_summary(root, row) -> None:
+    """After out-of-memory retries: each attempt, what it changed and how it ended."""
+    from ..errors import KrError
+    from ..memory import chain_summary
+
+    if not row.retry_of:
+        return
+    try:
+        lines = chain_summary(root, row.run_id)
+    except KrError:  # the ledger went bad meanwhile: the run's own summary above stands
+        return
+    if len(lines) > 1:
+        click.echo("attempts (CUDA out of memory, then the next memory setting):")
+        for line in lines:
+            click.echo(f"  {line}")
 
 
 def follow_foreground(root, run_id: str, quiet: bool = False):

@@ -339,6 +339,10 @@ class GuardSpec(Group):
     divergence_factor: float | None = Field(3.0, gt=1.0, le=1000.0, description="kr stops the run when the average "
                                             "loss rises above this × its running minimum; none turns the rule off")
     warmup_steps: int = Field(50, ge=0, le=10_000_000, description="steps before the divergence rule applies")
+    oom_retries: int = Field(3, ge=0, le=10, description="after CUDA out of memory, relaunch as a new linked run with "
+                             "the next memory setting, at most this many times; 0: off (kr run --no-retry)")
+    oom_retry_rank: bool = Field(False, description="let those retries halve network.dim and alpha as a last "
+                                 "setting; off: the LoRA's rank never changes behind your back")
 
 
 class SavingSpec(Group):

@@ -22,6 +22,7 @@ class Member:
     runs: list[str] = field(default_factory=list)
     error: str | None = None  # a failure before its run could start (kept with the member)
     cache: Any = None  # its kohya_runner.cache.CacheFolder, once prepared
+    retry: Any = None  # after CUDA out of memory: its next attempt (kohya_runner.memory.Attempt)
 
     @property
     def label(self) -> str:

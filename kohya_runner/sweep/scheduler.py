@@ -164,9 +164,11 @@ class Scheduler:
         from ..supervisor import spawn_detached_supervisor
 
         gpus = self.slots[slot]
+        retry = member.retry
         options = RunOptions(preset=self.record.data["preset"], backend=self.record.data["options"].get("backend"),
                              gpus=gpus, sweep_id=self.record.sweep_id,
-                             image_dir=member.cache.path if member.cache is not None else None)
+                             image_dir=member.cache.path if member.cache is not None else None,
+                             retry_of=retry.first if retry else None, retry_change=retry.rung.text if retry else None)
         try:
             row = run_mod.prepare(self.home, member.spec, options)
         except KrError as error:
@@ -215,6 +217,22 @@ class Scheduler:
         if row.status == "succeeded":
             self.done.append((active.member.cost, time.monotonic() - active.started))
         self.say(f"[{active.member.label}] {finished_text(row)}")
+        self._retry_after_oom(active.member, row)
+
+    def _retry_after_oom(self, member: Member, row) -> None:
+        """A member that ran out of GPU memory goes back to the front of the queue with the next memory
+        setting (kohya_runner.memory), as a new run linked to its first."""
+        if self.stop_requests:
+            return
+        from ..memory import next_attempt
+
+        attempt = next_attempt(self.home, row)
+        if attempt is None:
+            return
+        member.spec, member.retry = attempt.spec, attempt
+        self.pending.insert(0, member)
+        self.say(f"[{member.label}] ran out of GPU memory: attempt {attempt.number} with {attempt.rung.name} "
+                 f"({attempt.rung.text})")
 
     def _send_stops(self) -> None:
         if self.stop_requests <= self._stops_sent:

@@ -82,12 +82,12 @@ def test_crash_is_failed_with_the_exception(launch):
 
 
 def test_cuda_oom_names_the_next_memory_setting(launch):
-    result, data = launch("oom")
+    result, data = launch("oom", "--no-retry")  # (the retries themselves: tests/memory/test_memory_retry.py)
     run = data["run"]
     assert result.returncode == 1 and run["status"] == "failed" and run["reason"] == "cuda_oom"
     # marker: gradient checkpointing on, batch 2 → the next setting is batch 1 with accumulation
     assert "dataset.batch_size=1" in run["hint"] and "gradient_accumulation_steps=2" in run["hint"]
-    _, data = launch("oom", "dataset.batch_size=1")
+    _, data = launch("oom", "dataset.batch_size=1", "--no-retry")
     assert "precision.full_bf16=true" in data["run"]["hint"]
 
 
