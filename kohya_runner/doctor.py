@@ -310,11 +310,22 @@ def check_gpus(gpus: list[Gpu], need: int | None = None, gpu: int = 0) -> Check:
     if chosen is None:
         return Check(name, FAIL, f"GPU {gpu} does not exist ({listing})", "pick one that exists with --gpu N")
     if need and chosen.free < need:
-        return Check(name, FAIL, f"GPU {chosen.index} has {_gib(chosen.free)} free; the preset wants about {_gib(need)} "
-                     f"({listing})", "close what else uses the GPU (nvidia-smi), pick another with --gpu N, or a smaller "
-                     "preset (sdxl-12gb, sdxl-8gb)")
-    wanted = f"; the preset wants about {_gib(need)}" if need else ""
+        return Check(name, FAIL, f"GPU {chosen.index} has {_gib(chosen.free)} free; the run needs about {_gib(need)} "
+                     f"({listing})", "`kr run --fit` picks the fastest memory setting that fits; or a smaller preset "
+                     "(sdxl-12gb, sdxl-8gb), close what else uses the GPU (nvidia-smi), or pick another with --gpu N")
+    wanted = f"; the run needs about {_gib(need)}" if need else ""
     return Check(name, OK, listing + wanted)
+
+
+def check_memory(home: Path, spec):
+    """(the check, the Estimate or None): the run's estimated peak memory (kohya_runner.memory). Raises nothing."""
+    from . import memory
+
+    try:
+        found = memory.for_run(home, spec)
+    except Exception as error:  # the estimate is advice: never the reason doctor fails
+        return Check("memory", WARN, f"cannot estimate the peak memory: {error}"), None
+    return Check("memory", OK, f"peak {found.text()}"), found
 
 
 def check_sd_scripts(home: Path) -> Check:
@@ -639,6 +650,10 @@ def run_checks(home: Path, plan: Plan, *, preset_check: Check | None = None, smo
     family = spec.model.family if spec is not None else None
     checks = [c for c in (preset_check,) if c is not None]
     tiny = plan_backend(plan) == "tiny"
+    if spec is not None:
+        check, found = check_memory(home, spec)
+        checks.append(check)
+        plan.vram = found.total if found is not None and found.device == "gpu" else plan.vram
     if tiny:  # kr's own python on the CPU: no sd-scripts, tokenizer folders, GPU or accelerate involved
         info = TrainerInfo(python=sys.executable)
         checks.append(check_tiny_trainer())

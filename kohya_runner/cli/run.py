@@ -58,8 +58,13 @@ def gpu_list(value: str, option: str = "--gpus") -> list[int]:
               help="Run name (spec `name`): the run id and the LoRA files are named after it; default: the preset's.")
 @click.option("--no-retry", is_flag=True, help="After CUDA out of memory, do not relaunch with the next memory "
               "setting (guard.oom_retries=0).")
+@click.option("--fit", "fit_memory", is_flag=True, help="Pick the fastest memory setting whose estimated peak fits "
+              "the GPU's free memory, and say what it chose.")
+@click.option("--dry-run", is_flag=True, help="Check everything and print the plan and the memory estimate; "
+              "launch nothing, write nothing.")
 @click.pass_context
-def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json, run_name, no_retry):
+def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, skip_check, as_json, run_name, no_retry,
+        fit_memory, dry_run):
     """Train a LoRA: render the preset, launch the trainer, follow it, archive the result.
 
     OVERRIDES are key.path=value pairs typed by the spec, e.g. network.dim=32. After CUDA out of memory kr
@@ -74,10 +79,31 @@ def run(ctx, preset_name, overrides, dataset_dir, base, gpu, trainer, detach, sk
     resolved = preset.resolve(preset_name, root, overrides, {"dataset.dir": dataset_dir, "model.base": base,
                                                              "name": run_name})
     options = RunOptions(preset=resolved.preset.name, backend=trainer, gpus=gpu_option(gpu))
-    execute(root, resolved.spec, options, detach=detach, as_json=as_json, skip_check=skip_check)
+    spec = fitted_to_gpu(root, resolved.spec, options, as_json) if fit_memory else resolved.spec
+    execute(root, spec, options, detach=detach, as_json=as_json, skip_check=skip_check, dry_run=dry_run)
 
 
-def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: bool = False) -> None:
+def fitted_to_gpu(root, spec, options, as_json: bool):
+    """`--fit`: the spec with the fastest memory setting that fits the run's GPU (kohya_runner.memory.fit)."""
+    from .. import memory
+    from ..doctor import gpu_inventory
+    from ..run import backend_for
+
+    say = (lambda line: click.echo(line, err=True))
+    if backend_for(spec, options) == "tiny" or not options.gpus:
+        say("fit: no GPU to fit (this run trains on the CPU); the spec stays as it is")
+        return spec
+    gpu = next((g for g in gpu_inventory() if g.index == options.gpus[0]), None)
+    if gpu is None:
+        say(f"fit: NVML cannot read GPU {options.gpus[0]}'s free memory; the spec stays as it is")
+        return spec
+    chosen = memory.fit(spec, gpu.free, memory.measured(root, "gpu"))
+    say(chosen.text())
+    return chosen.spec
+
+
+def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: bool = False,
+            dry_run: bool = False) -> None:
     """Shared by `kr run`, `kr demo` and `kr runs resume`."""
     from .. import run as run_mod
     from ..trainers.notes import fit
@@ -87,6 +113,9 @@ def execute(root, spec, options, *, detach: bool, as_json: bool, skip_check: boo
     spec, notes = fit(root, spec, run_mod.backend_for(spec, options), num_processes=max(1, len(options.gpus or [])))
     for line in notes:
         click.echo(line if line.startswith("warning:") else f"note: {line}", err=as_json)
+    if dry_run:
+        run_mod.check_before_launch(root, spec, options, skip_check=skip_check)
+        return dry_run_plan(root, spec, options, as_json)
     options = run_mod.pre_launch(root, spec, options, skip_check=skip_check)
     open_ledger(root)
     row = run_mod.prepare(root, spec, options)
@@ -129,6 +158,22 @@ def attempts_summary(root, row) -> None:
         click.echo("attempts (CUDA out of memory, then the next memory setting):")
         for line in lines:
             click.echo(f"  {line}")
+
+
+def dry_run_plan(root, spec, options, as_json: bool) -> None:
+    """`--dry-run`: every check passed; what would run, and how much memory it would take."""
+    from .. import memory
+    from ..run import backend_for
+
+    estimate = memory.for_run(root, spec)
+    device = "cpu" if not options.gpus else ",".join(map(str, options.gpus))
+    if as_json:
+        print_json({"spec_hash": spec.hash(), "name": spec.name, "backend": backend_for(spec, options), "device": device,
+                    "memory": estimate.to_json()}, schema="run-plan")
+        return
+    click.echo("dry run: every check passed; nothing launched, nothing written")
+    click.echo(f"  {spec.name}: {spec.model.family} on {backend_for(spec, options)}, device {device}, spec {spec.hash()}")
+    click.echo(f"  peak memory: {estimate.text()}")
 
 
 def follow_foreground(root, run_id: str, quiet: bool = False):
