@@ -442,6 +442,11 @@ class Ledger:
         return [dict(zip(SAMPLE_JOB_COLUMNS, row)) for row in
                 self._read(f"SELECT {', '.join(SAMPLE_JOB_COLUMNS)} FROM sample_jobs {where} ORDER BY created_at", params)]
 
+    def restore_evaluation(self, run_dir: str | Path) -> None:
+        """A run folder's post-hoc samples, scores and ratings into the ledger (a run taken in from elsewhere)."""
+        with self._write() as db:
+            _restore_evaluation(db, Path(run_dir))
+
     def add_rating(self, values: dict[str, Any]) -> None:
         with self._write() as db:
             _put(db, "ratings", RATING_COLUMNS, [values])

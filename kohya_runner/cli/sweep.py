@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from .common import home, listed_ledger, print_json, recorded_ledger
@@ -98,10 +100,14 @@ def _say(as_json: bool):
 @click.option("--dry-run", is_flag=True, help="List the members, what they change and their steps; start nothing.")
 @click.option("--skip-invalid", is_flag=True, help="Run the valid members even if some are invalid.")
 @click.option("--skip-check", is_flag=True, help="Launch even if `kr dataset check` finds errors.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run the members as tasks on the Ray cluster at "
+              "ADDRESS (e.g. 10.0.0.5:6379), each on a worker's own kr and sd-scripts.")
+@click.option("--ray-resource", metavar="NAME", help="What a member needs on a Ray node: GPU (default) or a custom "
+              "resource the nodes were started with (ray start --resources).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def start(ctx, args, dataset_dir, base, grids, seeds, sweep_file, name, gpus, max_parallel, trainer, dry_run,
-          skip_invalid, skip_check, as_json):
+          skip_invalid, skip_check, ray_address, ray_resource, as_json):
     """Run PRESET once per combination of the swept values, one member per GPU (or CPU slot).
 
     ARGS: PRESET (optional with a sweep file that names one), then key.path=value overrides shared by
@@ -133,8 +139,15 @@ def start(ctx, args, dataset_dir, base, grids, seeds, sweep_file, name, gpus, ma
         if plan.invalid and not skip_invalid:
             sweep_mod.refuse_invalid(plan)
         return
+    if ray_resource and not ray_address:
+        raise BadInput("--ray-resource needs --ray ADDRESS. Fix: add --ray, or drop --ray-resource")
+    if ray_address and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d+|auto", ray_address):
+        raise BadInput(f"--ray {ray_address!r} is not a Ray address. Fix: HOST:PORT of the head (ray start --head), "
+                       "e.g. 10.0.0.5:6379")
+    if ray_resource and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", ray_resource):
+        raise BadInput(f"--ray-resource {ray_resource!r} is not a resource name. Fix: GPU, or a name such as kr_slot")
     options = sweep_mod.Options(gpus=gpus, max_parallel=max_parallel, backend=trainer, skip_check=skip_check,
-                                skip_invalid=skip_invalid)
+                                skip_invalid=skip_invalid, ray=ray_address, ray_resource=ray_resource)
     record = sweep_mod.start(root, plan, options, _say(as_json))
     _finish(root, record, as_json)
 

@@ -96,9 +96,15 @@ def start(home: Path, result: Plan, options: Options, say: Callable[[str], None]
     if not runnable:
         raise BadInput("no member of the sweep is valid; nothing to run")
     fit_members(home, runnable, options, say)
-    check_members(home, runnable, options)
+    if options.ray:  # the trainer, base and caches are each worker's own: checked there before each run
+        from .remote import connect
+
+        connect(options.ray)  # an unreachable cluster is refused before anything is written
+    else:
+        check_members(home, runnable, options)
     run_mod.reconcile(home)
-    prepare_caches(home, runnable, say)
+    if not options.ray:
+        prepare_caches(home, runnable, say)
     record = Record.create(home, result, options)
     execute(home, record, runnable, options, say)
     return record

@@ -28,10 +28,13 @@ class Options:
     skip_check: bool = False
     skip_invalid: bool = False
     retry_failed: bool = False
+    ray: str | None = None  # the Ray cluster's address: members run as Ray tasks (kohya_runner.sweep.remote)
+    ray_resource: str | None = None  # what a member needs on a node: GPU (default) or a custom resource
 
     def to_json(self) -> dict[str, Any]:
         return {"gpus": self.gpus, "max_parallel": self.max_parallel, "backend": self.backend,
-                "skip_check": self.skip_check, "skip_invalid": self.skip_invalid}
+                "skip_check": self.skip_check, "skip_invalid": self.skip_invalid, "ray": self.ray,
+                "ray_resource": self.ray_resource}
 
 
 class Record:

@@ -11,7 +11,9 @@ a block redrawn in place on a terminal, plain lines otherwise), else as plain li
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import signal
 import time
 from dataclasses import dataclass
@@ -345,19 +347,33 @@ def execute(home: Path, record: Record, members: list[Member], options: Options,
     from ..ledger import open_ledger
     from ..process import start_time
 
-    slots = slots_for(options)
     record.data["owner"] = {"pid": os.getpid(), "start": start_time(os.getpid())}
     record.save()
     ledger = open_ledger(home)
     ledger.update_sweep(record.sweep_id, status="running", finished_at=None)
-    scheduler = Scheduler(home, record, members, slots, say)
-    for member, row in adopt or []:
-        scheduler.adopt(member, row)
-    say(f"{record.sweep_id}: {len(members)} member(s) to run on {len(slots)} slot(s) "
-        f"({', '.join(slot_label(s) for s in slots)}); Ctrl-C stops them all")
+    if options.ray:  # every member a task on the Ray cluster (kohya_runner.sweep.remote)
+        from .remote import RayScheduler, connect
+
+        ray = connect(options.ray)
+        scheduler = RayScheduler(home, record, members, options, say, ray)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        say(f"{record.sweep_id}: {len(members)} member(s) on the Ray cluster at {options.ray} ({len(nodes)} node(s)); "
+            "Ctrl-C stops them all")
+    else:
+        slots = slots_for(options)
+        scheduler = Scheduler(home, record, members, slots, say)
+        for member, row in adopt or []:
+            scheduler.adopt(member, row)
+        say(f"{record.sweep_id}: {len(members)} member(s) to run on {len(slots)} slot(s) "
+            f"({', '.join(slot_label(s) for s in slots)}); Ctrl-C stops them all")
     previous = {sig: signal.signal(sig, lambda *_: scheduler.request_stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        completed = scheduler.run()
+        if options.ray:  # Ray prints its own news (a node died, …) to stdout: keep stdout for kr's output
+            with contextlib.redirect_stdout(sys.stderr):
+                completed = scheduler.run()
+                ray.shutdown()
+        else:
+            completed = scheduler.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
