@@ -54,6 +54,7 @@ def connect(address: str):
     """Join the Ray cluster at ADDRESS as a driver, usage statistics off. Raises BadInput when it cannot."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray = require_ray()
+    _reachable(address)
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=False)
@@ -62,6 +63,20 @@ def connect(address: str):
                            "--node-ip-address ADDR`), check the address and, with token authentication, that "
                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN are set here as on the head") from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    """A quick look before ray.init, which would retry an address where nothing listens for minutes."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise BadInput(f"nothing answers at the Ray address {address} ({error}). Fix: start the head there "
+                       "(`ray start --head --node-ip-address ADDR --port PORT`), or give its address") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -137,3 +137,19 @@ def test_ctrl_c_stops_the_remote_members(tmp_path, style_images, sdxl_header_bas
     finally:
         made.stop()
     assert not made.leftovers()
+
+
+def test_a_bad_ray_address_is_refused_at_once_and_records_nothing(tmp_path, tiny_demo_images):
+    home = tmp_path / "head-workspace"
+    env = {"KR_HOME": str(home)}
+    base = ["sweep", "tiny-demo", "--dataset", str(tiny_demo_images), "--base", "tiny", "--grid", "optimizer.lr=1e-2,3e-2"]
+    started = time.monotonic()
+    nobody = run_kr(*base, "--ray", "127.0.0.1:1", env=env, timeout=60)
+    assert nobody.returncode == 2 and "nothing answers at the Ray address 127.0.0.1:1" in nobody.stderr
+    assert time.monotonic() - started < 30 and "Traceback" not in nobody.stderr
+    for args, words in ((["--ray", "not an address"], "is not a Ray address"),
+                        (["--ray-resource", "kr_slot"], "--ray-resource needs --ray"),
+                        (["--ray", "127.0.0.1:1", "--ray-resource", "a b"], "is not a resource name")):
+        refused = run_kr(*base, *args, env=env, timeout=60)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert not (home / "sweeps").exists() and not (home / "runs").exists()
