@@ -153,20 +153,16 @@ DETACH = ("import signal, subprocess, sys\n"
           "print(p.pid)")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _watch(pid: int, stop: Callable[[], None]) -> None:
     """Call stop() once process `pid` (the Ray worker that started this run) is gone."""
     import threading
 
+    from ..process import same_process, start_time
+
+    started = start_time(pid)
+
     def loop():
-        while _alive(pid):
+        while same_process(pid, started):
             time.sleep(1.0)
         stop()
 
@@ -189,14 +185,17 @@ def member_task(job: dict[str, Any], data: bytes | None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "kohya_runner.sweep.remote", "member", "--home", str(home), "--spec", str(spec_file),
             "--backend", job.get("backend") or "", "--watch", str(os.getpid())]
     launcher = subprocess.run([sys.executable, "-c", DETACH, str(log), *argv], capture_output=True, text=True, check=True)
+    from ..process import same_process, start_time
+
     pid = int(launcher.stdout.strip())
+    started = start_time(pid)
     try:
-        while _alive(pid):  # polled: a blocking wait would not see Ray's cancellation
+        while same_process(pid, started):  # polled: a blocking wait would not see Ray's cancellation
             time.sleep(0.2)
     except BaseException:  # cancelled (KeyboardInterrupt) or the worker is going down: stop the run
         os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while same_process(pid, started) and time.monotonic() < deadline:
             time.sleep(0.2)
         raise
     finally:
